@@ -1,0 +1,3 @@
+from specauf.train import main
+
+main()

@@ -1,0 +1,129 @@
+"""LightningDataModule: tokenized chats → per-epoch anchors → padded batches of packed blocks.
+
+Data order and anchors are a pure function of (seed, epoch, index): the sampler shuffles with seed + epoch
+and each item draws its anchors from a generator seeded by (seed, epoch, index). So anchors are resampled
+every epoch (DESIGN.md §3), two runs with one seed see the same batches, and a resumed run can replay them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from specauf.data.blocks import collate_blocks, sample_anchors
+from specauf.data.chat import build_chat_splits
+
+
+class EpochShuffle(Sampler):
+    """Yields (index, epoch) pairs in a seeded order that changes every epoch (Lightning calls set_epoch)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        # Unshuffled (validation) loaders keep epoch 0 for good: same order, same anchors, every time.
+        if self.shuffle:
+            self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return ((int(i), self.epoch) for i in order)
+
+
+class AnchoredChats(Dataset):
+    """Wraps tokenized chats; item (index, epoch) → {input_ids, loss_mask, anchors}."""
+
+    def __init__(self, chats: Dataset, num_anchors: int, seed: int) -> None:
+        self.chats, self.num_anchors, self.seed = chats, num_anchors, seed
+
+    def __len__(self) -> int:
+        return len(self.chats)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, epoch = key
+        item = dict(self.chats[index])
+        g = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        item["anchors"] = sample_anchors(item["loss_mask"], self.num_anchors, g)
+        return item
+
+
+class ChatDataModule(L.LightningDataModule):
+    """Chat conversations as training blocks for one target tokenizer and one block layout."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        block_size: int,
+        label_offset: int,
+        source: str = "sharegpt",
+        max_length: int = 2048,
+        max_conversations: int | None = None,
+        val_size: int | float = 64,
+        min_supervised_tokens: int = 16,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_anchors: int = 512,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_anchors < 1 or batch_size < 1:
+            raise ValueError(
+                f"data.num_anchors and data.batch_size must be >= 1 (got {num_anchors}, {batch_size})"
+            )
+        self.tokenizer = tokenizer
+        self.block_size, self.label_offset = block_size, label_offset
+        self.split_args = {
+            "source": source,
+            "max_length": max_length,
+            "max_conversations": max_conversations,
+            "val_size": val_size,
+            "min_supervised_tokens": min_supervised_tokens,
+            "seed": seed,
+            "cache": cache,
+        }
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_anchors, self.num_workers, self.seed = num_anchors, num_workers, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = build_chat_splits(self.tokenizer, **self.split_args)
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    def _loader(self, chats: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        collate = functools.partial(
+            collate_blocks, block_size=self.block_size, label_offset=self.label_offset, pad_id=self.pad_id
+        )
+        return DataLoader(
+            AnchoredChats(chats, self.num_anchors, self.seed),
+            batch_size=batch_size,
+            sampler=EpochShuffle(len(chats), self.seed, shuffle=shuffle),
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        # Fixed order and epoch-0 anchors: validation numbers stay comparable across steps and runs.
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)

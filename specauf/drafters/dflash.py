@@ -1,0 +1,199 @@
+"""The DFlash drafter (DESIGN.md §2): a short stack of target-shaped layers that drafts a whole block at once.
+
+It owns no embedding and no LM head: block inputs are embedded with the target's (frozen) embedding and the
+output goes through the target's (frozen) LM head. What trains: the context fusion (Linear(n·H → H) + RMSNorm
+over the concatenated target-layer features), the layers, the final norm, and — only when the target has no
+spare row to use as the mask token — a learnable mask embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from specauf.data.blocks import drafted_slots
+from specauf.drafters.head import linear_cross_entropy
+from specauf.drafters.layers import DrafterLayer, RMSNorm, Rotary
+from specauf.losses import Predictions
+
+
+def _rope_theta(config: Any) -> float:
+    # transformers 5 keeps it under rope_parameters; 4.x as a top-level attribute.
+    params = getattr(config, "rope_parameters", None) or {}
+    if isinstance(params, dict) and "rope_theta" in params:
+        return float(params["rope_theta"])
+    return float(getattr(config, "rope_theta", 10000.0))
+
+
+class DFlashDrafter(nn.Module):
+    """Drafts tokens for block slots from `[anchor, MASK × (B−1)]` and the target's context features.
+
+    label_offset 0 (DFlash default): slot k (1..B−1) predicts the token at anchor + k.
+    label_offset 1 (next-token, Domino's default): slot k (0..B−1) predicts the token at anchor + k + 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        intermediate_size: int,
+        num_feature_layers: int,
+        num_layers: int = 5,
+        block_size: int = 16,
+        label_offset: int = 0,
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-6,
+        qk_norm: bool = True,
+        mask_token_id: int | None = None,
+        head_chunk_size: int = 1024,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if block_size < 2:
+            raise ValueError(f"block_size must be at least 2, got {block_size}")
+        drafted_slots(block_size, label_offset)  # validates the offset
+        # Everything needed to rebuild the drafter, stored in checkpoints and exports.
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.block_size, self.label_offset = block_size, label_offset
+        self.mask_token_id, self.head_chunk_size = mask_token_id, head_chunk_size
+        self.fc = nn.Linear(num_feature_layers * hidden_size, hidden_size, bias=False)
+        self.fc_norm = RMSNorm(hidden_size, rms_norm_eps)
+        self.layers = nn.ModuleList(
+            DrafterLayer(
+                hidden_size, num_heads, num_kv_heads, head_dim, intermediate_size, rms_norm_eps, qk_norm
+            )
+            for _ in range(num_layers)
+        )
+        self.norm = RMSNorm(hidden_size, rms_norm_eps)
+        self.rotary = Rotary(head_dim, rope_theta)
+        # No spare row in the target's table: the mask token is ours to learn.
+        self.mask_embedding = nn.Parameter(torch.zeros(hidden_size)) if mask_token_id is None else None
+        self._init_weights(init_std)
+
+    def _init_weights(self, std: float) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+        if self.mask_embedding is not None:
+            nn.init.normal_(self.mask_embedding, std=std)
+
+    @classmethod
+    def from_target(cls, target: Any, **kwargs: Any) -> DFlashDrafter:
+        """A drafter shaped like `target` (hidden size, heads, MLP width, RoPE θ); kwargs override."""
+        cfg = target.config
+        num_heads = cfg.num_attention_heads
+        shape = {
+            "hidden_size": cfg.hidden_size,
+            "num_heads": num_heads,
+            "num_kv_heads": getattr(cfg, "num_key_value_heads", None) or num_heads,
+            "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads,
+            "intermediate_size": cfg.intermediate_size,
+            "rope_theta": _rope_theta(cfg),
+            "rms_norm_eps": getattr(cfg, "rms_norm_eps", 1e-6),
+            "num_feature_layers": target.num_feature_layers,
+            "mask_token_id": target.mask_token_id,
+        }
+        shape.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**shape)
+
+    @property
+    def num_drafted(self) -> int:
+        return len(drafted_slots(self.block_size, self.label_offset))
+
+    def context_kv(self, features: Tensor, positions: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Fuse target features [b, S, n·H] into context vectors, then each layer's keys/values of them."""
+        ctx = self.fc_norm(self.fc(features.to(self.fc.weight.dtype)))
+        cos, sin = self.rotary(positions)
+        return [layer.self_attn.context_kv(ctx, cos, sin) for layer in self.layers]
+
+    def extend_context_kv(
+        self, ctx_kv: list[tuple[Tensor, Tensor]] | None, features: Tensor, positions: Tensor
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Append the keys/values of newly committed tokens to a decoding-time context cache."""
+        new = self.context_kv(features, positions)
+        if ctx_kv is None:
+            return new
+        return [
+            (torch.cat([k0, k1], dim=2), torch.cat([v0, v1], dim=2))
+            for (k0, v0), (k1, v1) in zip(ctx_kv, new, strict=True)
+        ]
+
+    def block_embeddings(self, block_ids: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        """[b, N, B] ids (slot 0 = anchor; other slots ignored) → embeddings [b, N·B, H]."""
+        b, n, bs = block_ids.shape
+        anchor = embed(block_ids[:, :, :1])  # [b, N, 1, H]
+        if self.mask_embedding is not None:
+            mask = self.mask_embedding.to(anchor.dtype).expand(b, n, bs - 1, -1)
+        else:
+            mask = embed(torch.full_like(block_ids[:, :, 1:], self.mask_token_id))
+        return torch.cat([anchor, mask], dim=2).reshape(b, n * bs, -1)
+
+    def forward(
+        self, block_embeds: Tensor, block_pos: Tensor, ctx_kv: list[tuple[Tensor, Tensor]], mask
+    ) -> Tensor:
+        """Hidden states [b, Q, H] of the block tokens (after the final norm)."""
+        x = block_embeds.to(self.fc.weight.dtype)
+        cos, sin = self.rotary(block_pos)
+        for layer, (k, v) in zip(self.layers, ctx_kv, strict=True):
+            x = layer(x, cos, sin, k, v, mask)
+        return self.norm(x)
+
+    def drafted_hidden(self, hidden: Tensor) -> Tensor:
+        """[b, N·B, H] → [b, N, D, H]: the outputs of the drafted slots only."""
+        b = hidden.shape[0]
+        blocks = hidden.view(b, -1, self.block_size, hidden.shape[-1])
+        return blocks[:, :, 1 - self.label_offset :]
+
+    @torch.no_grad()
+    def draft(
+        self,
+        anchor_ids: Tensor,
+        anchor_pos: Tensor,
+        ctx_kv: list[tuple[Tensor, Tensor]],
+        embed: Callable[[Tensor], Tensor],
+        lm_head_weight: Tensor,
+    ) -> Tensor:
+        """Greedy draft of one block per row: anchors [b] at positions [b] → drafted token ids [b, D].
+
+        Every context position in `ctx_kv` is visible (the decoder only holds committed tokens before the
+        anchor), so no mask is needed. Drafted token j sits at position anchor + j + 1.
+        """
+        b = anchor_ids.shape[0]
+        block_ids = anchor_ids.new_zeros(b, 1, self.block_size)
+        block_ids[:, 0, 0] = anchor_ids
+        pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
+        hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, None)
+        h = self.drafted_hidden(hidden)[:, 0]  # [b, D, H]
+        return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
+
+    def predict(
+        self, hidden: Tensor, labels: Tensor, valid: Tensor, lm_head_weight: Tensor, block_ids: Tensor
+    ) -> dict[str, Predictions]:
+        """Per-position CE/argmax/rank of the drafted slots, flattened to [b·N, D]. Invalid rows skip the head.
+
+        Returns {"final": ...}; a drafter with several heads (Domino) adds its other branches.
+        """
+        h = self.drafted_hidden(hidden)
+        return {"final": _gather_predictions([h], [lm_head_weight], labels, valid, self.head_chunk_size)}
+
+
+def _gather_predictions(
+    inputs: list[Tensor], weights: list[Tensor], labels: Tensor, valid: Tensor, chunk_size: int
+) -> Predictions:
+    """Run the chunked head on valid rows only and scatter the results back to [b·N, D]."""
+    rows = valid.flatten()
+    flat = [x.reshape(-1, x.shape[-1])[rows] for x in inputs]
+    ce_v, argmax_v, rank_v = linear_cross_entropy(flat, weights, labels.flatten()[rows], chunk_size)
+    shape = (labels.shape[0] * labels.shape[1], labels.shape[2])
+    ce = torch.zeros(rows.numel(), dtype=ce_v.dtype, device=labels.device).masked_scatter(rows, ce_v)
+    hit = torch.zeros_like(rows).masked_scatter(rows, argmax_v == labels.flatten()[rows])
+    rank = torch.zeros(rows.numel(), dtype=torch.long, device=labels.device).masked_scatter(rows, rank_v)
+    return Predictions(
+        ce=ce.view(shape), valid=valid.reshape(shape), hit=hit.view(shape), rank=rank.view(shape)
+    )

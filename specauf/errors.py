@@ -1,0 +1,8 @@
+"""The user-facing error type."""
+
+
+class UserError(Exception):
+    """A problem with what the user asked for or gave us (config, paths, data, downloads).
+
+    The entry points print these as one line, without a traceback (SPECAUF_DEBUG=1 shows it).
+    """

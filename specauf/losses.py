@@ -1,0 +1,176 @@
+"""Block losses: pure functions of per-position tensors (DESIGN.md §4).
+
+Every loss here is a weighted mean of the per-position cross-entropy, `L = Σ w·ce / Σ w`; the losses differ
+only in the weights `w[n, j]`. Column `j` is the j-th *drafted* token of block `n` (j = 0 is the first token
+the drafter proposes), so the same loss serves a same-position drafter (DFlash: slots 1..B-1) and a
+next-token one (Domino: slots 0..B-1). The paper's `exp(-(k-1)/γ)` for DFlash slot k and `exp(-k/γ)` for
+Domino slot k are both `exp(-j/γ)` in this indexing.
+
+Weights never carry gradient: the support (which positions count) is computed from detached predictions.
+This module imports torch only, so a loss can be used and tested without Hydra, Lightning or a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# γ for the decay weighting at the block sizes the DFlash/Spec-AUF papers report.
+PAPER_GAMMA = {16: 7.0, 10: 5.0, 8: 4.0}
+
+
+def paper_gamma(block_size: int) -> float:
+    """The decay γ the papers use for a block size; other sizes must set γ explicitly."""
+    if block_size not in PAPER_GAMMA:
+        raise ValueError(
+            f"no published decay γ for block size {block_size} (known: {sorted(PAPER_GAMMA)}); "
+            "set loss.gamma explicitly, e.g. loss.gamma=7"
+        )
+    return PAPER_GAMMA[block_size]
+
+
+@dataclass
+class Predictions:
+    """Per-position results of the drafter on a batch of blocks, all of shape [N, D].
+
+    ce:    cross-entropy of the label (carries the gradient).
+    valid: the label exists (inside the sequence, on an assistant token).
+    hit:   the drafter's argmax equals the label (detached).
+    rank:  how many vocabulary entries score strictly above the label (0 ⇔ label is a top-1 token);
+           only the top-k support needs it.
+    """
+
+    ce: Tensor
+    valid: Tensor
+    hit: Tensor
+    rank: Tensor | None = None
+
+    @property
+    def label_prob(self) -> Tensor:
+        return torch.exp(-self.ce.detach())
+
+
+def leading_hits(valid: Tensor, hit: Tensor) -> Tensor:
+    """Number of consecutive correct drafted tokens at the start of each block, [N]."""
+    ok = (valid & hit).long()
+    return torch.cumprod(ok, dim=1).sum(dim=1)
+
+
+def alive_until_first_miss(ok: Tensor) -> Tensor:
+    """alive[n, j] = Π_{i<j} ok[n, i]: position j counts while every earlier one was right.
+
+    The first miss is still alive (it is the token to repair); everything after it is not.
+    """
+    ok = ok.to(torch.float32)
+    shifted = torch.cat([torch.ones_like(ok[:, :1]), ok[:, :-1]], dim=1)
+    return torch.cumprod(shifted, dim=1)
+
+
+def exp_decay(num_positions: int, gamma: float, device: torch.device | None = None) -> Tensor:
+    """exp(-j/γ) for j = 0..D-1."""
+    j = torch.arange(num_positions, device=device, dtype=torch.float32)
+    return torch.exp(-j / gamma)
+
+
+def weighted_mean(ce: Tensor, weights: Tensor) -> Tensor:
+    """Σ w·ce / Σ w, and 0 (with a graph) when no position carries weight."""
+    total = weights.sum()
+    return (weights * ce).sum() / total.clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def support_metrics(pred: Predictions, weights: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """Statistics of a loss's support, as (numerator, denominator) pairs so batches aggregate exactly.
+
+    token_acc:     accuracy on every valid position ("common-token accuracy", the full block).
+    support_acc:   accuracy on the positions the loss trains on (w > 0).
+    active_ratio:  share of valid positions the loss trains on.
+    tf_tau:        teacher-forced acceptance length per block, 1 + leading hits (blocks with a first label).
+    """
+    valid = pred.valid.float()
+    hit = (pred.hit & pred.valid).float()
+    support = (weights > 0).float() * valid
+    blocks = pred.valid[:, 0].float()
+    tau = 1.0 + leading_hits(pred.valid, pred.hit).float()
+    return {
+        "token_acc": (hit.sum(), valid.sum()),
+        "support_acc": ((hit * support).sum(), support.sum()),
+        "active_ratio": (support.sum(), valid.sum()),
+        "tf_tau": ((tau * blocks).sum(), blocks.sum()),
+    }
+
+
+class BlockLoss:
+    """Base: `loss(pred) -> (scalar loss, metrics)`; subclasses define `support` and `gamma`.
+
+    w[n, j] = valid · support[n, j] · exp(-j/γ)   (the decay factor only when γ is set)
+    """
+
+    def __init__(self, gamma: float | None = None) -> None:
+        if gamma is not None and not gamma > 0:
+            raise ValueError(f"decay γ must be positive, got {gamma}")
+        self.gamma = gamma
+
+    def support(self, pred: Predictions) -> Tensor:
+        return torch.ones_like(pred.ce, dtype=torch.float32)
+
+    def weights(self, pred: Predictions) -> Tensor:
+        w = pred.valid.float() * self.support(pred).detach()
+        if self.gamma is not None:
+            w = w * exp_decay(w.shape[1], self.gamma, device=w.device)
+        return w
+
+    def __call__(self, pred: Predictions) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        weights = self.weights(pred)
+        loss = weighted_mean(pred.ce.float(), weights)
+        return loss, support_metrics(pred, weights)
+
+    def __repr__(self) -> str:
+        knobs = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({knobs})"
+
+
+class CrossEntropy(BlockLoss):
+    """Cross-entropy on every valid position (`full_ce`), or with position decay when γ is set (`decay`)."""
+
+
+class AUF(BlockLoss):
+    """Accept-Until-Fail (Spec-AUF): train a position only while the drafter's own greedy predictions at
+    every earlier position of the block were right; the first miss keeps its weight. An invalid position
+    counts as a miss. With γ set this is `auf_decay`.
+    """
+
+    def support(self, pred: Predictions) -> Tensor:
+        return alive_until_first_miss(pred.hit.detach() & pred.valid)
+
+
+class TopKAlive(BlockLoss):
+    """GRIFFIN-style support: alive while the label stays in the drafter's top-k at every earlier position."""
+
+    def __init__(self, k: int = 3, gamma: float | None = None) -> None:
+        super().__init__(gamma)
+        if k < 1:
+            raise ValueError(f"top-k support needs k >= 1, got {k}")
+        self.k = k
+
+    def support(self, pred: Predictions) -> Tensor:
+        if pred.rank is None:
+            raise ValueError("TopKAlive needs Predictions.rank (the label's rank among the logits)")
+        return alive_until_first_miss((pred.rank.detach() < self.k) & pred.valid)
+
+
+class DPACE(BlockLoss):
+    """D-PACE: w_k = Σ_{j≥k} Π_{i≤j} ((1−α)·sg(q_i(y_i)) + α), the expected-acceptance weighting."""
+
+    def __init__(self, alpha: float = 0.5, gamma: float | None = None) -> None:
+        super().__init__(gamma)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"D-PACE α must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def support(self, pred: Predictions) -> Tensor:
+        # An invalid position ends the chain, as it does for AUF.
+        p = ((1 - self.alpha) * pred.label_prob + self.alpha) * pred.valid.float()
+        reach = torch.cumprod(p, dim=1)
+        return torch.flip(torch.cumsum(torch.flip(reach, [1]), dim=1), [1])

@@ -1,0 +1,148 @@
+"""The LightningModule: wires target features → drafter → head → loss, and logs. No math of its own."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics.aggregation import MeanMetric
+
+from specauf.data.blocks import dense_block_mask, flex_block_mask
+from specauf.losses import BlockLoss, Predictions
+
+# The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (DESIGN.md §3).
+MASK_BUILDERS: dict[str, Callable[..., Any]] = {"cpu": dense_block_mask, "cuda": flex_block_mask}
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup to 1, then cosine down to `min_ratio` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class DrafterModule(L.LightningModule):
+    """Trains `drafter` against a frozen `target` under `loss`.
+
+    The target is deliberately not a registered submodule: it is frozen, large, and must never end up in the
+    drafter's checkpoints or optimizer. It follows the module's device at the start of each stage.
+    """
+
+    def __init__(
+        self,
+        drafter: torch.nn.Module,
+        target: torch.nn.Module,
+        loss: BlockLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        warmup_ratio: float = 0.04,
+        min_lr_ratio: float = 0.0,
+        info_losses: Mapping[str, BlockLoss] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.drafter = drafter
+        object.__setattr__(self, "target", target)
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
+        self.info_losses = dict(info_losses or {})
+        self.run_config = run_config or {}
+        self.val_metrics = torch.nn.ModuleDict()
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def _place_target(self) -> None:
+        self.target.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._place_target()
+
+    def on_validation_start(self) -> None:
+        self._place_target()
+
+    # -- the step -------------------------------------------------------------------------------------------
+    def predictions(self, batch: dict[str, Tensor]) -> dict[str, Predictions]:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        b, s = input_ids.shape
+        with torch.no_grad():
+            features = self.target.features(input_ids, attention_mask)
+        ctx_kv = self.drafter.context_kv(features, torch.arange(s, device=self.device).expand(b, s))
+        build_mask = MASK_BUILDERS.get(self.device.type, dense_block_mask)
+        mask = build_mask(batch["anchors"], s, self.drafter.block_size)
+        block_embeds = self.drafter.block_embeddings(batch["block_ids"], self.target.embed)
+        hidden = self.drafter(block_embeds, batch["block_pos"].flatten(1), ctx_kv, mask)
+        return self.drafter.predict(
+            hidden, batch["labels"], batch["valid"], self.target.lm_head_weight, batch["block_ids"]
+        )
+
+    def objective(self, preds: dict[str, Predictions]) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        # A drafter with several branches (Domino) combines their losses itself.
+        combine = getattr(self.drafter, "objective", None)
+        if combine is not None:
+            return combine(self.loss, preds, self.progress)
+        return self.loss(preds["final"])
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the run done, in [0, 1] (drives curricula such as Domino's λ)."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        return min(1.0, self.global_step / total) if total and math.isfinite(total) else 0.0
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, metrics = self.objective(self.predictions(batch))
+        n_blocks = int((batch["anchors"] >= 0).sum())
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_blocks)
+        for name, (num, den) in metrics.items():
+            self.log(f"train/{name}", num / den.clamp_min(1), prog_bar=name == "tf_tau", batch_size=n_blocks)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        preds = self.predictions(batch)
+        loss, metrics = self.objective(preds)
+        n_valid = preds["final"].valid.sum()
+        self._val_update("loss", loss, n_valid)
+        for name, (num, den) in metrics.items():
+            self._val_update(name, num / den.clamp_min(1), den)
+        # Losses we are not training on, as metrics: every run reports the same comparable numbers.
+        for name, info_loss in self.info_losses.items():
+            info, _ = info_loss(preds["final"])
+            self._val_update(f"info/{name}", info, n_valid)
+
+    def _val_update(self, name: str, value: Tensor, weight: Tensor) -> None:
+        key = name.replace("/", "__")
+        if key not in self.val_metrics:
+            self.val_metrics[key] = MeanMetric().to(self.device)
+        self.val_metrics[key].update(value.detach().float(), weight.float())
+
+    def on_validation_epoch_end(self) -> None:
+        for key, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"val/{key.replace('__', '/')}", metric.compute(), prog_bar=key == "tf_tau")
+            metric.reset()
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.drafter.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = max(1, round(self.warmup_ratio * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What a checkpoint needs to be loaded without the training config: rebuild the drafter, and refuse
+        # a target it was not trained for.
+        checkpoint["specauf"] = {
+            "drafter_class": f"{type(self.drafter).__module__}.{type(self.drafter).__qualname__}",
+            "drafter_config": dict(self.drafter.config),
+            "target_name": getattr(self.target, "name", None),
+            "target_layer_ids": list(getattr(self.target, "layer_ids", [])),
+            "config": self.run_config,
+        }

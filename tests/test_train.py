@@ -1,0 +1,139 @@
+"""Training end to end on the tiny target: one run, a four-loss sweep, every loss moves the weights, and
+bad input fails at start with a message that names the problem."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+
+import pytest
+import torch
+
+from specauf.data.module import ChatDataModule
+from specauf.drafters.dflash import DFlashDrafter
+from specauf.losses import AUF, DPACE, CrossEntropy, TopKAlive
+from specauf.module import DrafterModule, warmup_cosine
+from specauf.target import tiny_random
+from tests.conftest import REPO, TINY, run_cli
+
+
+def test_one_run_end_to_end(tmp_path, chat_file):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "specauf.train", *TINY, f"data.source={chat_file}", "loss=auf", f"hydra.run.dir={run_dir}", cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 3
+    assert summary["choices"]["loss"] == "auf"
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/token_acc",
+        "val/tf_tau",
+        "val/active_ratio",
+        "val/info/full_ce",
+    ):
+        assert key in summary["metrics"], key
+    assert 1.0 <= summary["metrics"]["val/tf_tau"] <= 8.0
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["specauf"]["drafter_config"]["block_size"] == 8
+    assert all(k.startswith("drafter.") for k in ckpt["state_dict"]), "the frozen target must not be saved"
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get("train/loss") for r in rows) and any(r.get("val/tf_tau") for r in rows)
+    assert "specauf run" in proc.stdout  # the summary table
+
+
+def test_sweep_over_the_four_losses(tmp_path, chat_file):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "specauf.train",
+        "-m",
+        "loss=full_ce,decay,auf,auf_decay",
+        *TINY,
+        f"data.source={chat_file}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert sorted(s["choices"]["loss"] for s in summaries) == ["auf", "auf_decay", "decay", "full_ce"]
+    for s in summaries:
+        assert s["status"] == "finished"
+        assert {"train/loss", "val/tf_tau", "val/active_ratio"} <= set(s["metrics"])
+    ratio = {s["choices"]["loss"]: s["metrics"]["val/active_ratio"] for s in summaries}
+    assert ratio["full_ce"] == pytest.approx(1.0) and ratio["auf"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [CrossEntropy(), CrossEntropy(gamma=4.0), AUF(), AUF(gamma=4.0), DPACE(), TopKAlive(k=3)],
+    ids=repr,
+)
+def test_every_loss_trains(loss, chat_file):
+    torch.manual_seed(0)
+    target = tiny_random()
+    drafter = DFlashDrafter.from_target(target, num_layers=1, block_size=8)
+    data = ChatDataModule(
+        target.tokenizer,
+        8,
+        0,
+        source=str(chat_file),
+        max_length=96,
+        num_anchors=4,
+        batch_size=2,
+        val_size=4,
+        min_supervised_tokens=8,
+        cache=False,
+    )
+    data.setup()
+    module = DrafterModule(drafter, target, loss, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
+    before = [p.detach().clone() for p in drafter.parameters()]
+    opt = module.optimizer_factory(list(drafter.parameters()))
+    batch = next(iter(data.train_dataloader()))
+    for _ in range(2):
+        value, _ = module.objective(module.predictions(batch))
+        assert torch.isfinite(value)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    changed = [not torch.equal(a, p) for a, p in zip(before, drafter.parameters(), strict=True)]
+    assert all(changed), "every drafter parameter should receive gradient"
+    assert all(not p.requires_grad for p in target.parameters())
+
+
+def test_warmup_cosine_schedule():
+    values = [warmup_cosine(s, 100, 4, 0.0) for s in range(100)]
+    assert values[0] == pytest.approx(0.25) and values[3] == pytest.approx(1.0)
+    assert values[-1] < 0.01 and all(a >= b for a, b in itertools.pairwise(values[3:]))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["loss=nope"], ["loss/nope", "auf"]),
+        (["data.source=/no/such/chats.jsonl"], ["/no/such/chats.jsonl", "data.source"]),
+        (["target=hf", "target.path=/no/such/model"], ["/no/such/model", "target.path"]),
+        (["loss.gamam=3"], ["gamam"]),
+        (["loss=decay", "backbone.block_size=12"], ["block size 12", "loss.gamma"]),
+    ],
+    ids=["unknown-loss", "missing-data", "missing-target", "typo-key", "no-gamma"],
+)
+def test_bad_input_fails_at_start_with_a_clear_message(tmp_path, chat_file, args, expected):
+    overrides = [a for a in TINY if not any(a.startswith(x.split("=")[0] + "=") for x in args)]
+    proc = run_cli(
+        "specauf.train",
+        *overrides,
+        f"data.source={chat_file}",
+        *args,
+        f"hydra.run.dir={tmp_path}",
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
