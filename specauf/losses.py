@@ -126,6 +126,12 @@ class BlockLoss:
         loss = weighted_mean(pred.ce.float(), weights)
         return loss, support_metrics(pred, weights)
 
+    def per_branch(
+        self, preds: dict[str, Predictions]
+    ) -> dict[str, tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]]:
+        """Every branch of a multi-head drafter under this loss, each with its own support (F-AUF for AUF)."""
+        return {name: self(pred) for name, pred in preds.items()}
+
     def __repr__(self) -> str:
         knobs = ", ".join(f"{k}={v}" for k, v in vars(self).items())
         return f"{type(self).__name__}({knobs})"
@@ -174,3 +180,36 @@ class DPACE(BlockLoss):
         p = ((1 - self.alpha) * pred.label_prob + self.alpha) * pred.valid.float()
         reach = torch.cumprod(p, dim=1)
         return torch.flip(torch.cumsum(torch.flip(reach, [1]), dim=1), [1])
+
+
+class BranchPlacement(BlockLoss):
+    """Per-branch losses for a two-branch drafter (Domino), and which branch's predictions define the support.
+
+    Spec-AUF's placements: B-AUF (base: AUF, final: plain CE), S-AUF (both AUF on the *base* support),
+    F-AUF (both AUF, each its own support), B-AUF+D (B-AUF with decay). `support_from` maps a branch to
+    the branch whose hits decide its weights (default: itself). A single-branch drafter uses `final`.
+    """
+
+    def __init__(self, base: BlockLoss, final: BlockLoss, support_from: dict[str, str] | None = None) -> None:
+        super().__init__(None)
+        self.base, self.final = base, final
+        self.support_from = {"base": "base", "final": "final", **(support_from or {})}
+        for branch, source in self.support_from.items():
+            if branch not in ("base", "final") or source not in ("base", "final"):
+                raise ValueError(f"support_from maps base/final to base/final, got {branch}: {source}")
+
+    def __call__(self, pred: Predictions) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        return self.final(pred)
+
+    def per_branch(
+        self, preds: dict[str, Predictions]
+    ) -> dict[str, tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]]:
+        out = {}
+        for branch, loss in (("base", self.base), ("final", self.final)):
+            weights = loss.weights(preds[self.support_from[branch]])
+            pred = preds[branch]
+            out[branch] = (weighted_mean(pred.ce.float(), weights), support_metrics(pred, weights))
+        return out
+
+    def __repr__(self) -> str:
+        return f"BranchPlacement(base={self.base!r}, final={self.final!r}, support_from={self.support_from})"

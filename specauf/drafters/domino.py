@@ -1,0 +1,155 @@
+"""Domino (DESIGN.md §5): the DFlash backbone plus a small causal correction head.
+
+The backbone drafts all slots in parallel (`base_logits[k] = lm_head(z_k)`). The head adds what a parallel
+drafter cannot know — which tokens it actually drafted before slot k — through a bias-free GRU over the
+embeddings of the block's realised tokens `[anchor, t1, …, tk]` (state s_k) and a low-rank bottleneck:
+
+    final_logits[k] = base_logits[k] + W2 · SiLU(W1 · [z_k ; s_k])      for k ≥ p   (base only for k < p)
+
+Training is teacher-forced (the GRU reads the gold tokens) with the base-anchored curriculum
+`L = (1 − λ)·L_final + λ·L_base`, λ falling linearly from 1 to 0 over `curriculum_fraction` of the run.
+At inference only the GRU cell and the rank-r projection run sequentially.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from specauf.drafters.dflash import DFlashDrafter, _gather_predictions
+from specauf.losses import BlockLoss, Predictions
+
+
+class DominoDrafter(DFlashDrafter):
+    """DFlash backbone (next-token aligned by default) + GRU/low-rank correction head."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        gru_size: int | None = None,
+        rank: int = 256,
+        base_slots: int = 1,
+        curriculum_fraction: float = 1.0,
+        label_offset: int = 1,
+        **backbone: Any,
+    ) -> None:
+        super().__init__(label_offset=label_offset, **backbone)
+        hidden = backbone["hidden_size"]
+        # Reference: GRU 1024 for Qwen3-8B's 4096 hidden; scale with the target.
+        gru_size = gru_size or max(64, hidden // 4)
+        if not 0 <= base_slots <= self.num_drafted:
+            raise ValueError(f"base_slots must be in [0, {self.num_drafted}], got {base_slots}")
+        if not 0.0 < curriculum_fraction <= 1.0:
+            raise ValueError(f"curriculum_fraction must be in (0, 1], got {curriculum_fraction}")
+        self.config.update(
+            vocab_size=vocab_size, gru_size=gru_size, rank=rank, base_slots=base_slots,
+            curriculum_fraction=curriculum_fraction,
+        )  # fmt: skip
+        self.base_slots, self.curriculum_fraction = base_slots, curriculum_fraction
+        self.gru = nn.GRU(hidden, gru_size, num_layers=1, bias=False, batch_first=True)
+        self.w1 = nn.Linear(hidden + gru_size, rank, bias=False)
+        self.w2 = nn.Linear(rank, vocab_size, bias=False)
+        nn.init.normal_(self.w1.weight, std=backbone.get("init_std", 0.02))
+        # Zero-initialised output: training starts from exactly the backbone's predictions.
+        nn.init.zeros_(self.w2.weight)
+
+    @classmethod
+    def from_target(cls, target: Any, **kwargs: Any) -> DominoDrafter:
+        kwargs.setdefault("vocab_size", target.vocab_size)
+        return super().from_target(target, **kwargs)
+
+    # -- the correction head ---------------------------------------------------------------------------------
+    def correction_input(self, z: Tensor, realised: Tensor) -> Tensor:
+        """z [M, D, H] drafted-slot states, realised [M, D, H] embeddings of [anchor, t1, …, t_{D−1}]
+        → the bottleneck activations c [M, D, r] (zero on the first `base_slots` slots)."""
+        states, _ = self.gru(realised.to(z.dtype))
+        c = F.silu(self.w1(torch.cat([z, states], dim=-1)))
+        keep = torch.ones(c.shape[1], device=c.device, dtype=c.dtype)
+        keep[: self.base_slots] = 0
+        return c * keep[:, None]
+
+    def _realised(self, block_ids: Tensor, labels: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        # Teacher forcing: the GRU reads the anchor then the gold tokens of the earlier slots.
+        tokens = torch.cat([block_ids[:, :, :1], labels[:, :, :-1]], dim=2)
+        return embed(tokens)
+
+    def predict(
+        self,
+        hidden: Tensor,
+        labels: Tensor,
+        valid: Tensor,
+        lm_head_weight: Tensor,
+        block_ids: Tensor,
+        embed: Callable[[Tensor], Tensor] | None = None,
+    ) -> dict[str, Predictions]:
+        if embed is None:
+            raise ValueError("DominoDrafter.predict needs `embed` (the target's embedding) for its GRU")
+        z = self.drafted_hidden(hidden)  # [b, N, D, H]
+        b, n, d, h = z.shape
+        c = self.correction_input(
+            z.reshape(b * n, d, h), self._realised(block_ids, labels, embed).flatten(0, 1)
+        )
+        chunk = self.head_chunk_size
+        return {
+            "base": _gather_predictions([z], [lm_head_weight], labels, valid, chunk),
+            "final": _gather_predictions([z, c.view(b, n, d, -1)], [lm_head_weight, self.w2.weight], labels, valid,
+                                         chunk),
+        }  # fmt: skip
+
+    def curriculum(self, progress: float) -> float:
+        """λ: 1 at the start, falling linearly to 0 at `curriculum_fraction` of the run."""
+        return max(0.0, 1.0 - progress / self.curriculum_fraction)
+
+    def objective(
+        self, loss: BlockLoss, preds: dict[str, Predictions], progress: float
+    ) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        """(1 − λ)·L_final + λ·L_base, each branch weighted as the loss's placement says."""
+        lam = self.curriculum(progress)
+        per_branch = loss.per_branch(preds)
+        loss_base, metrics_base = per_branch["base"]
+        loss_final, metrics_final = per_branch["final"]
+        one = torch.ones((), device=loss_base.device)
+        metrics = dict(metrics_final)  # what decoding uses: the final branch
+        metrics.update({f"base/{k}": v for k, v in metrics_base.items()})
+        metrics.update(
+            {
+                "lambda": (one * lam, one),
+                "loss_base": (loss_base.detach(), one),
+                "loss_final": (loss_final.detach(), one),
+            }
+        )
+        return (1.0 - lam) * loss_final + lam * loss_base, metrics
+
+    # -- decoding --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def draft(
+        self,
+        anchor_ids: Tensor,
+        anchor_pos: Tensor,
+        ctx_kv: list[tuple[Tensor, Tensor]],
+        embed: Callable[[Tensor], Tensor],
+        lm_head_weight: Tensor,
+    ) -> Tensor:
+        """One parallel backbone pass, then the sequential head: token k+1 from base + correction."""
+        bsz = anchor_ids.shape[0]
+        block_ids = anchor_ids.new_zeros(bsz, 1, self.block_size)
+        block_ids[:, 0, 0] = anchor_ids
+        pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
+        z = self.drafted_hidden(self(self.block_embeddings(block_ids, embed), pos, ctx_kv, None))[:, 0]
+        base_logits = z @ lm_head_weight.t().to(z.dtype)  # [b, D, V]
+        tokens = []
+        state = None
+        prev = anchor_ids
+        for k in range(self.num_drafted):
+            out, state = self.gru(embed(prev)[:, None].to(z.dtype), state)
+            logits = base_logits[:, k]
+            if k >= self.base_slots:
+                logits = logits + self.w2(F.silu(self.w1(torch.cat([z[:, k], out[:, 0]], dim=-1))))
+            prev = logits.argmax(dim=-1)
+            tokens.append(prev)
+        return torch.stack(tokens, dim=1)
