@@ -11,11 +11,15 @@ import torch
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
-from specauf.data.blocks import dense_block_mask, flex_block_mask
+from specauf.data.blocks import dense_block_mask, flex_block_mask, pad_blocks
 from specauf.losses import BlockLoss, Predictions
 
-# The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (DESIGN.md §3).
-MASK_BUILDERS: dict[str, Callable[..., Any]] = {"cpu": dense_block_mask, "cuda": flex_block_mask}
+# The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (DESIGN.md §3), with
+# the number of block tokens each wants to be a multiple of (flex compiles whole 128-row query tiles).
+MASK_BUILDERS: dict[str, tuple[Callable[..., Any], int]] = {
+    "cpu": (dense_block_mask, 1),
+    "cuda": (flex_block_mask, 128),
+}
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -71,7 +75,8 @@ class DrafterModule(L.LightningModule):
         with torch.no_grad():
             features = self.target.features(input_ids, attention_mask)
         ctx_kv = self.drafter.context_kv(features, torch.arange(s, device=self.device).expand(b, s))
-        build_mask = MASK_BUILDERS.get(self.device.type, dense_block_mask)
+        build_mask, multiple = MASK_BUILDERS.get(self.device.type, MASK_BUILDERS["cpu"])
+        batch = pad_blocks(batch, self.drafter.block_size, multiple)
         mask = build_mask(batch["anchors"], s, self.drafter.block_size)
         block_embeds = self.drafter.block_embeddings(batch["block_ids"], self.target.embed)
         hidden = self.drafter(block_embeds, batch["block_pos"].flatten(1), ctx_kv, mask)

@@ -91,3 +91,15 @@ def test_every_row_attends_somewhere():
     batch = collate_blocks(make_items(), 4, 0, pad_id=0)
     mask = dense_block_mask(batch["anchors"], batch["input_ids"].shape[1], 4)
     assert mask.any(-1).all()
+
+
+def test_pad_blocks_adds_empty_blocks_to_a_whole_tile():
+    from specauf.data.blocks import pad_blocks
+
+    batch = collate_blocks(make_items(num_anchors=5), 16, 0, pad_id=0)
+    padded = pad_blocks(batch, 16, 128)
+    n = padded["anchors"].shape[1]
+    assert n * 16 % 128 == 0 and n >= batch["anchors"].shape[1]
+    assert (padded["anchors"][:, batch["anchors"].shape[1] :] == PAD_ANCHOR).all()
+    assert padded["valid"].sum() == batch["valid"].sum()
+    assert pad_blocks(padded, 16, 128) is padded

@@ -15,6 +15,7 @@ for DFlash (same position: slot k predicts the token at its own position) and 1 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -93,6 +94,26 @@ def collate_blocks(
         "labels": labels,
         "valid": valid,
     }
+
+
+def pad_blocks(batch: dict[str, Tensor], block_size: int, multiple: int) -> dict[str, Tensor]:
+    """Add empty blocks (PAD_ANCHOR, no valid label) until N·B is a multiple of `multiple`.
+
+    flex_attention's compiled kernels need whole query tiles: some query lengths below 128 that are not a
+    multiple of it fail to compile (seen on H100 with torch 2.11), and partial tiles waste work anyway.
+    """
+    b, n = batch["anchors"].shape
+    per_tile = max(1, multiple // math.gcd(multiple, block_size))
+    extra = -n % per_tile
+    if extra == 0:
+        return batch
+    out = dict(batch)
+    pad = {"anchors": PAD_ANCHOR, "block_ids": 0, "block_pos": 0, "labels": 0, "valid": False}
+    for key, value in pad.items():
+        t = batch[key]
+        filler = torch.full((b, extra, *t.shape[2:]), value, dtype=t.dtype, device=t.device)
+        out[key] = torch.cat([t, filler], dim=1)
+    return out
 
 
 def block_mask_mod(anchors: Tensor, seq_len: int, block_size: int) -> Callable[..., Tensor]:

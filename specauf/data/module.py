@@ -77,6 +77,7 @@ class ChatDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache: bool = True,
+        template_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if num_anchors < 1 or batch_size < 1:
@@ -93,6 +94,7 @@ class ChatDataModule(L.LightningDataModule):
             "min_supervised_tokens": min_supervised_tokens,
             "seed": seed,
             "cache": cache,
+            "template_kwargs": dict(template_kwargs) if template_kwargs else None,
         }
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_anchors, self.num_workers, self.seed = num_anchors, num_workers, seed
