@@ -84,6 +84,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=data, ckpt_path=resolve_checkpoint(cfg.resume, run_dir))
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    eval_metrics = evaluate_after_training(
+        cfg, target, drafter, run_dir / "eval", logger, trainer.global_step
+    )
     summary = {
         "status": "finished",
         "run_name": cfg.run_name,
@@ -97,10 +100,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "minutes": (time.time() - started) / 60,
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "metrics": metrics,
+        "eval": eval_metrics,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
+
+
+def evaluate_after_training(
+    cfg: DictConfig, target: Any, drafter: torch.nn.Module, out_dir: Path, logger: Any, step: int
+) -> dict[str, float]:
+    """Real τ from the draft-and-verify loop on the configured benchmarks (nothing when the suite is empty)."""
+    suite = instantiate(cfg.benchmarks)
+    if not suite.benchmarks:
+        return {}
+    from specauf.evaluate import evaluate_suite, flat_metrics, print_table
+
+    device = next(drafter.parameters()).device
+    results = evaluate_suite(
+        target.to(device), drafter, suite, out_dir=out_dir, **OmegaConf.to_container(cfg.eval, resolve=True)
+    )
+    print_table(results)
+    flat = flat_metrics(results)
+    if logger is not None:
+        logger.log_metrics(flat, step=step)
+    return flat
 
 
 def _trainable(model: torch.nn.Module) -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Tiny models are launch-bound: one thread is faster than two fighting over a shared 2-core machine, and
+# subprocesses (the CLI tests) inherit it. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # No hub on CI: fail fast instead of retrying for tens of seconds; never prompt for a W&B login.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -134,3 +134,23 @@ def test_placements_take_support_from_the_named_branch():
     assert active(AUF()) == active(BranchPlacement(AUF(), AUF()))
     with pytest.raises(ValueError, match="support_from"):
         BranchPlacement(AUF(), AUF(), {"final": "other"})
+
+
+def test_domino_speculative_greedy_equals_plain_greedy():
+    from specauf.decoding import SpeculativeDecoder, plain_greedy
+    from specauf.target import tiny_random
+
+    target = tiny_random()
+    torch.manual_seed(0)
+    dom = DominoDrafter.from_target(target, num_layers=1, block_size=6, gru_size=16, rank=8, init_std=0.2)
+    torch.nn.init.normal_(dom.w2.weight, std=1.0)  # a live correction head, not the zero init
+    decoder = SpeculativeDecoder(target, dom)
+    assert decoder.max_tau == 7  # next-token drafter: B drafts + the bonus
+    for text in ("hello there", "count to five", "the quick brown fox"):
+        prompt = target.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+        )
+        prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
+        out = decoder.generate(prompt, 40, eos_ids=[])
+        assert out.tokens == plain_greedy(target, prompt, 40, eos_ids=[])
+        assert 1.0 <= out.tau <= 7.0

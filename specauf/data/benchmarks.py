@@ -9,12 +9,15 @@ and subsampled the same way: a seeded shuffle, then the first n. `BenchmarkSuite
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
 import os
 import random
 import re
+import socket
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,7 +240,24 @@ def _spec(name: str) -> _Spec:
     return _SPECS[name]
 
 
+@functools.cache
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be reached, or None. One quick connect per process instead of `datasets` retrying
+    every benchmark for ~25 s on a machine with no route to the hub. In HF offline mode we let `datasets`
+    answer from its local cache."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return None
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"the hub ({url.hostname}) is unreachable from this machine: {e}"
+    return None
+
+
 def _load_hub(hub_id: str, config: str | None, split: str) -> list[Record]:
+    if (reason := _hub_unreachable()) is not None:
+        raise ConnectionError(reason)
     import datasets  # deferred: ~1 s to import and only the last-resort source needs it
 
     return [dict(r) for r in datasets.load_dataset(hub_id, config, split=split)]

@@ -1,0 +1,255 @@
+"""Speculative decoding with a block drafter, and the autoregressive baseline through the same loop (DESIGN §6).
+
+One cycle: the drafter proposes a block from the last committed token (the anchor) and the context features of
+the tokens before it; the target verifies `[anchor, d_1..d_m]` in one forward; the longest prefix of drafts
+equal to the target's own choices is accepted and the target's choice at the first mismatch (the bonus) is
+emitted after it. Under greedy choices the output equals plain greedy decoding token for token (the exactness
+contract, tested against `plain_greedy`). With no drafter (or block size 1) the same loop is plain
+autoregressive decoding: the baseline speedups are measured against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class DecodeResult:
+    """What one `generate` call produced.
+
+    `tokens` are the new tokens only (an EOS that stopped decoding is kept). `accepted[i]` is how many drafts
+    cycle i committed; every cycle also emits one token of the target's own, so it emitted `accepted[i] + 1`.
+    The first token comes from the prefill, not from a cycle. Times exclude each other: `prefill_seconds` is
+    the prompt pass (and the drafter's context cache), `decode_seconds` all cycles.
+    """
+
+    tokens: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def num_cycles(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def num_decoded(self) -> int:
+        """Tokens emitted by the cycles (all but the prefill's first token)."""
+        return sum(self.accepted) + len(self.accepted)
+
+    @property
+    def tau(self) -> float:
+        """Mean emitted length per cycle, mean(accepted + 1) (DESIGN §6); NaN with no cycle."""
+        return self.num_decoded / self.num_cycles if self.accepted else float("nan")
+
+
+def _sync(device: torch.device) -> None:
+    # Kernels are asynchronous on CUDA: a clock read without a sync measures the launch, not the work.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _as_ids(prompt_ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
+    ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("prompt_ids is empty: the target needs at least one prompt token")
+    return ids
+
+
+def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
+    """Zero every token outside the smallest set whose probability reaches `top_p` (nucleus), per row."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    # A token stays if the mass strictly before it is below top_p: the top token always stays.
+    keep_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return probs * keep
+
+
+class SpeculativeDecoder:
+    """Batch-1 speculative decoding of `target` with a block `drafter` (DESIGN §6).
+
+    `drafter=None` or `block_size=1` gives the autoregressive baseline through the same loop (one token per
+    cycle). `block_size=None` takes the drafter's own; any other value must equal it (a drafter drafts the
+    block layout it was trained on). `temperature=0` is greedy; above 0 the target samples its own token at
+    every verified position (temperature, then nucleus `top_p`) from a generator seeded with `seed`, and a
+    draft counts as accepted only if it equals that sample, so the output is distributed as the target's.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        drafter: torch.nn.Module | None,
+        block_size: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1 (1 = autoregressive), got {block_size}")
+        if drafter is not None and block_size not in (None, 1, drafter.block_size):
+            raise ValueError(
+                f"block_size={block_size} but the drafter was built for blocks of {drafter.block_size}; "
+                "pass block_size=None (the drafter's) or 1 (the autoregressive baseline)"
+            )
+        self.target = target
+        self.drafter = None if block_size == 1 else drafter
+        self.block_size = 1 if self.drafter is None else int(self.drafter.block_size)
+        # D tokens drafted per cycle: B−1 for same-position drafters (DFlash), B for next-token ones (Domino).
+        self.num_drafted = 0 if self.drafter is None else int(self.drafter.num_drafted)
+        self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
+        self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
+
+    @property
+    def max_tau(self) -> int:
+        """The largest possible emitted length per cycle: D + 1."""
+        return self.num_drafted + 1
+
+    def _choose(self, logits: Tensor) -> Tensor:
+        """The target's own token for each row of logits [n, V]: argmax, or a seeded sample."""
+        if self.temperature == 0.0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            probs = _top_p_filter(probs, self.top_p)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+
+    @torch.no_grad()
+    def generate(
+        self, prompt_ids: Sequence[int] | Tensor, max_new_tokens: int, eos_ids: Sequence[int] | None = None
+    ) -> DecodeResult:
+        """Decode up to `max_new_tokens` new tokens after `prompt_ids`, stopping after an EOS.
+
+        `eos_ids=None` uses the target's (`target.eos_token_ids`); pass `[]` to never stop early.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        target, drafter = self.target, self.drafter
+        device = target.device
+        eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
+        ids = _as_ids(prompt_ids, device)
+        prompt_len = ids.shape[1]
+
+        _sync(device)
+        start = time.perf_counter()
+        # Logits of the last prompt position only (a long prompt × vocabulary is large); features of all.
+        logits, features, cache = target.step(ids, None, logits_to_keep=1)
+        anchor = self._choose(logits[0, -1:])  # [1], stays on the device
+        ctx_kv = None
+        if drafter is not None:
+            positions = torch.arange(prompt_len, device=device)[None]
+            ctx_kv = drafter.extend_context_kv(None, features, positions)
+        first = int(anchor.item())
+        _sync(device)
+        result = DecodeResult(tokens=[first], prefill_seconds=time.perf_counter() - start)
+        if first in eos or max_new_tokens == 1:
+            return result
+
+        lm_head = target.lm_head_weight if drafter is not None else None
+        p = prompt_len  # position of the anchor; the target cache and ctx_kv hold positions < p
+        start = time.perf_counter()
+        while True:
+            # Never draft past the budget: a cycle emits at most m + 1 tokens.
+            m = min(self.num_drafted, max_new_tokens - len(result.tokens) - 1)
+            if m > 0:
+                pos = torch.arange(p, p + 1, device=device)  # made on the device: no host-to-device copy
+                drafts = drafter.draft(anchor, pos, ctx_kv, target.embed, lm_head)[0, :m]
+                block = torch.cat([anchor, drafts.to(anchor.dtype)])
+            else:
+                block = anchor
+            logits, features, cache = target.step(block[None], cache)
+            choices = self._choose(logits[0])  # c_i: the target's token at position p + i + 1
+            # The one host sync of the cycle: drafts and choices together.
+            host = (torch.cat([block[1:], choices]) if m > 0 else choices).tolist()
+            d, c = host[:m], host[m:]
+            a = 0
+            while a < m and d[a] == c[a]:
+                a += 1
+            # Accepted drafts equal the target's choices, so the emitted tokens are c_0..c_a.
+            emitted = c[: a + 1]
+            stop = next((i for i, t in enumerate(emitted) if t in eos), None)
+            if stop is not None:
+                emitted = emitted[: stop + 1]  # keep the EOS, drop what follows (it would not be decoded)
+            result.tokens.extend(emitted)
+            result.accepted.append(len(emitted) - 1)
+            if stop is not None or len(result.tokens) >= max_new_tokens:
+                break
+            # Keep the anchor and the accepted drafts; the bonus c_a is the next anchor, not yet in the cache.
+            target.crop_cache(cache, p + a + 1)
+            if drafter is not None:
+                positions = torch.arange(p, p + a + 1, device=device)[None]
+                ctx_kv = drafter.extend_context_kv(ctx_kv, features[:, : a + 1], positions)
+            anchor = choices[a : a + 1]
+            p += a + 1
+        _sync(device)
+        result.decode_seconds = time.perf_counter() - start
+        return result
+
+
+@torch.no_grad()
+def plain_greedy(
+    target: Any, prompt_ids: Sequence[int] | Tensor, max_new_tokens: int, eos_ids: Sequence[int] | None = None
+) -> list[int]:
+    """The reference: greedy decoding one token at a time with the KV cache, no drafter, no shared loop code.
+
+    Stops after an EOS (kept) or `max_new_tokens`; `eos_ids=None` uses the target's.
+    """
+    eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
+    ids = _as_ids(prompt_ids, target.device)
+    logits, _, cache = target.step(ids, None, logits_to_keep=1)
+    out: list[int] = []
+    while True:
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        if token in eos or len(out) >= max_new_tokens:
+            return out
+        logits, _, cache = target.step(torch.tensor([[token]], device=target.device), cache)
+
+
+def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """Index of the first position where `a` and `b` differ (or where the shorter one ends); None if equal."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@torch.no_grad()
+def top2_gap(target: Any, prefix_ids: Sequence[int] | Tensor, position: int) -> float:
+    """The target's top-1 minus top-2 logit where it chooses token `position` of `prefix_ids`.
+
+    One uncached forward over `prefix_ids[:position]`; the last logits are the ones that picked the token at
+    `position`. A gap near the dtype's resolution means two decodes can disagree through rounding alone
+    (DESIGN §6); a clear gap with a disagreement means a logic bug.
+    """
+    ids = _as_ids(prefix_ids, target.device)[:, :position]
+    logits = target.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+    top = logits.topk(2).values
+    return float(top[0] - top[1])
+
+
+def describe_mismatch(
+    target: Any, prompt_ids: Sequence[int] | Tensor, got: Sequence[int], want: Sequence[int]
+) -> str | None:
+    """None if `got == want`, else where they first differ and the target's top-2 logit gap there."""
+    i = first_divergence(got, want)
+    if i is None:
+        return None
+    prompt = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().tolist()
+    where = (
+        f"first difference at new token {i} (got {got[i] if i < len(got) else 'end'}, "
+        f"want {want[i] if i < len(want) else 'end'}; lengths {len(got)} vs {len(want)})"
+    )
+    if i >= min(len(got), len(want)):
+        return where  # one stopped early: the shared prefix agrees, so there is no choice to inspect
+    gap = top2_gap(target, prompt + list(want[:i]) + [want[i]], len(prompt) + i)
+    return f"{where}; target top-2 logit gap there: {gap:.3g}"
