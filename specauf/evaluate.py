@@ -460,6 +460,10 @@ def load_checkpoint(
     when its factory takes one). `meta` is the checkpoint's "specauf" entry plus path, global_step, epoch.
     """
     path = Path(path).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():  # an export from `python -m specauf.export`
+        from specauf.export import load_exported_checkpoint
+
+        return load_exported_checkpoint(path, target, device=device, dtype=dtype)
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
@@ -497,7 +501,13 @@ def load_checkpoint(
     state = {k[len(prefix) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: the state_dict holds no '{prefix}*' weights; is the file complete?")
-    drafter.load_state_dict(state)
+    try:
+        drafter.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: the weights do not fit {type(drafter).__name__} ({str(err).splitlines()[0]}). "
+            "Fix: load it with the specauf version that wrote it"
+        ) from err
 
     if target is None:
         target_cfg = (meta.get("config") or {}).get("config", {}).get("target")

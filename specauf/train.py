@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
+import netrc
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import hydra
 import lightning as L
@@ -19,6 +22,13 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from specauf.checkpointing import (
+    AtomicCheckpointIO,
+    StepSeed,
+    check_resumable,
+    keep_previous_metrics,
+    resolve_checkpoint,
+)
 from specauf.config import UserError, register_resolvers
 from specauf.module import DrafterModule
 from specauf.summary import print_summary
@@ -28,23 +38,6 @@ register_resolvers()
 
 # Problems with the user's request (paths, values, data) rather than bugs: one clear line, no traceback.
 USER_ERRORS = (UserError, OSError, ValueError)
-
-
-def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
-    """`resume`: None, `auto` (this run dir's last.ckpt if any), a run directory, or a checkpoint file."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.exists() else None
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"resume={resume}: no checkpoint at {path}. Give a .ckpt file or a run directory."
-        )
-    return str(path)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -57,6 +50,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     target = instantiate(cfg.target)
     drafter = instantiate(cfg.backbone, target=target)
+    # Resuming: refuse a checkpoint that is unreadable or from another drafter/target before any work.
+    ckpt_path = resolve_checkpoint(cfg.resume, run_dir)
+    resumed = check_resumable(ckpt_path, drafter, target, cfg.trainer.get("max_steps")) if ckpt_path else None
     loss = instantiate(cfg.loss)
     data = instantiate(
         cfg.data, tokenizer=target.tokenizer, block_size=drafter.block_size, label_offset=drafter.label_offset
@@ -76,16 +72,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         info_losses={name: instantiate(c) for name, c in cfg.info_losses.items()},
         run_config={"config": resolved, "choices": choices},
     )
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    logger = instantiate(cfg.logger, **wandb_offline_fallback(cfg.logger)) if cfg.get("logger") else None
     if logger is not None:
+        if resumed is not None:  # before the logger writes: Lightning's CSV writer would delete the old curve
+            keep_previous_metrics(logger, f"until-resume-from-step{resumed['global_step']}")
         logger.log_hyperparams({**resolved, "choices": choices})
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks)
-    trainer.fit(module, datamodule=data, ckpt_path=resolve_checkpoint(cfg.resume, run_dir))
+    callbacks.append(StepSeed(cfg.seed))  # per-batch seeding: a resumed run draws what the original would
+    if cfg.get("guard"):
+        callbacks.append(instantiate(cfg.guard))
+    # Atomic checkpoint writes: a run killed mid-save keeps its previous last.ckpt intact.
+    trainer = instantiate(
+        cfg.trainer, logger=logger or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    # Lightning hands the module back on the CPU after fit; τ is measured on the device it trained on.
     eval_metrics = evaluate_after_training(
-        cfg, target, drafter, run_dir / "eval", logger, trainer.global_step
+        cfg, target, drafter.to(trainer.strategy.root_device), run_dir / "eval", logger, trainer.global_step
     )
     summary = {
         "status": "finished",
@@ -125,6 +130,43 @@ def evaluate_after_training(
     if logger is not None:
         logger.log_metrics(flat, step=step)
     return flat
+
+
+def wandb_offline_fallback(logger_cfg: DictConfig) -> dict[str, Any]:
+    """Overrides for the logger config: `{"offline": True}` when a W&B logger is asked to log online but no
+    API key is configured (it would stop the run to prompt for one, or fail at the first upload), else {}."""
+    if not str(logger_cfg.get("_target_", "")).endswith("WandbLogger") or logger_cfg.get("offline", False):
+        return {}
+    if (
+        os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
+        or wandb_key_configured()
+    ):
+        return {}
+    log.warning(
+        "W&B online requested but no API key found; logging offline — run `wandb login` to log online"
+    )
+    return {"offline": True}
+
+
+def wandb_key_configured() -> bool:
+    """Whether W&B can find an API key without asking: WANDB_API_KEY (or an identity token file), a netrc
+    entry for the W&B host (what `wandb login` writes), or an api_key in W&B's settings file."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    netrc_file = Path(os.environ.get("NETRC") or Path.home() / (".netrc" if os.name != "nt" else "_netrc"))
+    try:
+        if netrc.netrc(netrc_file).authenticators(host):
+            return True
+    except (OSError, netrc.NetrcParseError):
+        pass
+    settings = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb") / "settings"
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(settings)
+    except configparser.Error:
+        return False
+    return bool(parser.get("default", "api_key", fallback=""))
 
 
 def _trainable(model: torch.nn.Module) -> int:

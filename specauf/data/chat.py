@@ -221,6 +221,12 @@ def _normalize_all(records: Iterable[Any], name: str) -> list[Conversation]:
         total,
         "".join(f"; dropped {n} {why}" for why, n in sorted(dropped.items())),
     )
+    if not conversations:
+        why = "; ".join(f"{n} {w}" for w, n in sorted(dropped.items())) or "no records"
+        raise ValueError(
+            f"{name}: no usable conversations remain of {total} records ({why}): every one was empty or had "
+            "no assistant turn. Fix: give chats with assistant replies"
+        )
     return conversations
 
 

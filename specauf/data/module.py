@@ -3,20 +3,30 @@
 Data order and anchors are a pure function of (seed, epoch, index): the sampler shuffles with seed + epoch
 and each item draws its anchors from a generator seeded by (seed, epoch, index). So anchors are resampled
 every epoch (DESIGN.md §3), two runs with one seed see the same batches, and a resumed run can replay them.
+
+Mid-epoch resumption: Lightning restarts a plain DataLoader at the start of its epoch. The datamodule's
+`state_dict` (saved in every checkpoint) records how many training samples of the current epoch were already
+trained on, and a resumed run's sampler skips exactly those, so the batches after the resume point are the
+ones an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from specauf.data.blocks import collate_blocks, sample_anchors
 from specauf.data.chat import build_chat_splits
+
+log = logging.getLogger(__name__)
 
 
 class EpochShuffle(Sampler):
@@ -24,6 +34,11 @@ class EpochShuffle(Sampler):
 
     def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Skip the first `consumed` samples of `epoch`, once: the next iteration, if it is that epoch."""
+        self._resume = (epoch, consumed)
 
     def set_epoch(self, epoch: int) -> None:
         # Unshuffled (validation) loaders keep epoch 0 for good: same order, same anchors, every time.
@@ -38,6 +53,14 @@ class EpochShuffle(Sampler):
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.size)
+        if self._resume is not None:
+            # One-shot: the epoch being resumed loses its trained-on head; later epochs are whole. An epoch
+            # other than the recorded one (Lightning moves on when the checkpoint closed an epoch) is whole.
+            epoch, consumed = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                order = order[consumed:]
+        # __len__ stays the full epoch: Lightning counts batches from the restored progress onwards.
         return ((int(i), self.epoch) for i in order)
 
 
@@ -100,6 +123,7 @@ class ChatDataModule(L.LightningDataModule):
         self.num_anchors, self.num_workers, self.seed = num_anchors, num_workers, seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._resume_state: dict[str, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -124,7 +148,56 @@ class ChatDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        loader = self._loader(self.train_set, self.batch_size, shuffle=True)
+        if self._resume_state is not None:
+            self._apply_resume(loader.sampler, self._resume_state)
+            self._resume_state = None
+        return loader
+
+    # -- resumption -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the data, saved by Lightning in every checkpoint.
+
+        Read from the fit loop when the checkpoint is written (after the step it follows): batches whose
+        training step ran in the current epoch. Only ints, so `torch.load(weights_only=True)` reads it.
+        """
+        trainer = self.trainer
+        if trainer is None or self.train_set is None:
+            return {}
+        loop = trainer.fit_loop
+        return {
+            "epoch": int(loop.epoch_progress.current.processed),  # the epoch the sampler was set to
+            "samples_in_epoch": int(loop.epoch_loop.batch_progress.current.processed) * self.batch_size,
+            "train_size": len(self.train_set),
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Called while the checkpoint is restored, before Lightning asks for the train loader (which happens
+        # in configure_optimizers through estimated_stepping_batches, before the loops' progress is restored,
+        # so the loader cannot read the progress itself).
+        if state_dict:
+            self._resume_state = dict(state_dict)
+            # Lightning warns that a mid-epoch resume of a plain DataLoader is unreliable; this one replays.
+            warnings.filterwarnings(
+                "ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
+                category=PossibleUserWarning,
+            )  # fmt: skip
+
+    def _apply_resume(self, sampler: EpochShuffle, state: dict[str, Any]) -> None:
+        size, consumed = len(self.train_set), int(state.get("samples_in_epoch", 0))
+        if state.get("train_size") != size or state.get("seed") != self.seed:
+            log.warning(
+                "resuming on different training data (%s conversations, seed %s; the checkpoint had %s, seed "
+                "%s): the data order of the interrupted run cannot be replayed, epoch %s starts over",
+                size, self.seed, state.get("train_size"), state.get("seed"), state.get("epoch"),
+            )  # fmt: skip
+            return
+        if 0 < consumed < size:
+            log.info(
+                "resuming epoch %d after its first %d of %d training samples", state["epoch"], consumed, size
+            )
+            sampler.resume(int(state["epoch"]), consumed)
 
     def val_dataloader(self) -> DataLoader:
         # Fixed order and epoch-0 anchors: validation numbers stay comparable across steps and runs.

@@ -1,0 +1,208 @@
+"""Training-step speed of a drafter: ms per sample, achieved TFLOP/s, MFU and peak memory.
+
+    python -m experiments.bench_train --shape qwen3_8b --backbone dflash --batch 2 4 8     (GPU)
+    python -m experiments.bench_train --shape smollm2_135m --backbone domino --batch 2      (GPU or CPU)
+
+One step = drafter forward over packed blocks, the chunked LM-head cross-entropy, the loss, backward and an
+AdamW step, under the decay loss — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
+benchmark, the target's features are random tensors of the right shape and the weights are random. The
+reference shapes (`qwen3_8b`) are a Qwen3-8B-shaped drafter: 5 layers, hidden 4096, 32/8 heads, MLP 12288,
+vocab 151,936, B=16, sequence 768, 256 anchors per sequence.
+
+FLOPs are counted analytically as the useful work of the step (matmuls ×2 for multiply-add; backward = 2×
+forward for trainable layers, 1× for the frozen head, whose weight needs no gradient; attention over the
+visible keys only). Recomputation (the head's backward recomputes its logits) is not counted as useful, so
+MFU here is model-FLOPs utilisation. Peak is the H100 SXM bf16 dense figure, 989.5 TFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import torch
+
+from specauf.data.blocks import collate_blocks, dense_block_mask, flex_block_mask, pad_blocks, sample_anchors
+from specauf.drafters.dflash import DFlashDrafter
+from specauf.drafters.domino import DominoDrafter
+from specauf.losses import CrossEntropy
+
+H100_BF16_PEAK = 989.5e12
+
+
+@dataclass
+class Shape:
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp: int
+    vocab: int
+    layers: int = 5
+    feature_layers: int = 5
+    block_size: int = 16
+    seq_len: int = 768
+    anchors: int = 256
+
+
+SHAPES = {
+    "qwen3_8b": Shape(hidden=4096, heads=32, kv_heads=8, head_dim=128, mlp=12288, vocab=151_936),
+    "smollm2_135m": Shape(
+        hidden=576, heads=9, kv_heads=3, head_dim=64, mlp=1536, vocab=49_152, seq_len=512, anchors=64
+    ),
+}
+
+
+def build(shape: Shape, backbone: str, device: torch.device) -> torch.nn.Module:
+    common = dict(
+        hidden_size=shape.hidden, num_heads=shape.heads, num_kv_heads=shape.kv_heads, head_dim=shape.head_dim,
+        intermediate_size=shape.mlp, num_feature_layers=shape.feature_layers, num_layers=shape.layers,
+        block_size=shape.block_size, rope_theta=1e6, mask_token_id=shape.vocab - 1,
+    )  # fmt: skip
+    if backbone == "domino":
+        return DominoDrafter(vocab_size=shape.vocab, gru_size=shape.hidden // 4, rank=256, **common).to(
+            device
+        )
+    return DFlashDrafter(**common).to(device)
+
+
+def make_batch(shape: Shape, batch: int, label_offset: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(batch):
+        ids = torch.randint(0, shape.vocab, (shape.seq_len,), generator=g)
+        # chat-like: the second half of the sequence is the assistant's
+        mask = torch.zeros(shape.seq_len, dtype=torch.bool)
+        mask[shape.seq_len // 4 :] = True
+        items.append({"input_ids": ids, "loss_mask": mask, "anchors": sample_anchors(mask, shape.anchors, g)})
+    return collate_blocks(items, shape.block_size, label_offset, pad_id=0)
+
+
+def step_flops(shape: Shape, batch: dict[str, torch.Tensor], backbone: str) -> float:
+    """Useful FLOPs of one training step (see the module docstring for the convention)."""
+    b, s = batch["input_ids"].shape
+    n_blocks = int((batch["anchors"] >= 0).sum())
+    q_tokens = n_blocks * shape.block_size
+    h, kv = shape.hidden, shape.kv_heads * shape.head_dim
+    qo = shape.heads * shape.head_dim
+    fwd = 2 * b * s * shape.feature_layers * h * h  # fusion fc
+    per_layer_tok = 2 * (h * qo * 2 + h * kv * 2 + 3 * h * shape.mlp)
+    fwd += shape.layers * (q_tokens * per_layer_tok + 2 * b * s * h * kv * 2)  # + context k/v
+    visible = (batch["anchors"].clamp_min(0).sum().item() + n_blocks * shape.block_size) * shape.block_size
+    fwd += shape.layers * 2 * 2 * visible * qo  # QK^T and PV over visible keys
+    rows = int(batch["valid"].sum())
+    head = 2 * rows * h * shape.vocab
+    trainable = 3 * fwd  # forward + backward (inputs and weights)
+    total = trainable + head + head  # head forward + gradient wrt its input (frozen weight)
+    if backbone == "domino":
+        gru = shape.hidden // 4
+        extra = 2 * rows * (3 * (h * gru + gru * gru) + (h + gru) * 256 + 256 * shape.vocab)
+        total += 3 * extra + head  # the final branch runs the frozen head a second time
+    return float(total)
+
+
+def run(
+    shape_name: str, backbone: str, batch_size: int, steps: int, warmup: int, device: torch.device
+) -> dict:
+    shape = SHAPES[shape_name]
+    torch.manual_seed(0)
+    drafter = build(shape, backbone, device)
+    # The frozen target head and embedding in the precision they run in: bf16 on GPU, fp32 on CPU.
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lm_head = (torch.randn(shape.vocab, shape.hidden, device=device) * 0.02).to(dtype)
+    embed_table = torch.nn.Embedding(shape.vocab, shape.hidden, device=device, dtype=dtype)
+    embed_table.requires_grad_(False)
+    opt = torch.optim.AdamW(drafter.parameters(), lr=1e-4, fused=device.type == "cuda")
+    # Decay (dense gradients): the FLOP count below is exact for it. AUF is faster still (the head's backward
+    # skips rows outside the support), so counting its FLOPs the same way would overstate them.
+    loss_fn = CrossEntropy(gamma=7.0)
+    batch = {k: v.to(device) for k, v in make_batch(shape, batch_size, drafter.label_offset).items()}
+    multiple = 128 if device.type == "cuda" else 1
+    batch = pad_blocks(batch, shape.block_size, multiple)
+    b, s = batch["input_ids"].shape
+    features = torch.randn(b, s, shape.feature_layers * shape.hidden, device=device, dtype=dtype)
+    positions = torch.arange(s, device=device).expand(b, s)
+    build_mask = flex_block_mask if device.type == "cuda" else dense_block_mask
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def one_step() -> float:
+        mask = build_mask(batch["anchors"], s, shape.block_size)
+        with autocast:
+            ctx_kv = drafter.context_kv(features, positions)
+            x = drafter.block_embeddings(batch["block_ids"], embed_table)
+            hidden = drafter(x, batch["block_pos"].flatten(1), ctx_kv, mask)
+            preds = drafter.predict(
+                hidden, batch["labels"], batch["valid"], lm_head, batch["block_ids"], embed_table
+            )
+            combine = getattr(drafter, "objective", None)
+            loss = combine(loss_fn, preds, 0.5)[0] if combine else loss_fn(preds["final"])[0]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for _ in range(warmup):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    flops = step_flops(shape, batch, backbone)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return {
+        "shape": shape_name,
+        "backbone": backbone,
+        "batch": batch_size,
+        "ms_per_step": seconds * 1e3,
+        "ms_per_sample": seconds * 1e3 / batch_size,
+        "tflops": flops / seconds / 1e12,
+        "mfu": flops / seconds / H100_BF16_PEAK,
+        "peak_gib": peak,
+        "loss": float(loss.detach()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3_8b")
+    parser.add_argument("--backbone", choices=["dflash", "domino"], nargs="+", default=["dflash", "domino"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(
+        f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
+    )
+    print(
+        f"{'shape':<14}{'backbone':<9}{'batch':>6}{'ms/step':>10}{'ms/sample':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
+    )
+    for backbone in args.backbone:
+        for bs in args.batch:
+            try:
+                r = run(args.shape, backbone, bs, args.steps, args.warmup, device)
+            except torch.OutOfMemoryError:
+                print(f"{args.shape:<14}{backbone:<9}{bs:>6}  out of memory", flush=True)
+                torch.cuda.empty_cache()
+                continue
+            print(
+                f"{r['shape']:<14}{r['backbone']:<9}{r['batch']:>6}{r['ms_per_step']:>10.1f}{r['ms_per_sample']:>11.1f}"
+                f"{r['tflops']:>9.1f}{r['mfu']:>7.1%}{r['peak_gib']:>10.1f}",
+                flush=True,
+            )
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
