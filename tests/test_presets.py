@@ -62,3 +62,31 @@ def test_preset_runs_a_few_steps_on_the_tiny_target(preset, tmp_path, chat_file)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 2
+
+
+@pytest.mark.parametrize("launcher", ["local_gpus", "slurm"])
+def test_launcher_configs_compose(launcher):
+    pytest.importorskip(f"hydra_plugins.hydra_{'joblib' if launcher == 'local_gpus' else 'submitit'}_launcher")
+    cfg = compose_train("experiment=auf_ablation", f"hydra/launcher={launcher}")
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_a_failing_run_does_not_stop_the_sweep(tmp_path, chat_file):
+    """Two runs with the parallel local launcher: one has a missing data file, the other must finish."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "specauf.train",
+        "-m",
+        "hydra/launcher=local_gpus",
+        "hydra.launcher.n_jobs=2",
+        *TINY,
+        f"data.source={tmp_path / 'missing.jsonl'},{chat_file}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
+    assert statuses == ["failed", "finished"]
