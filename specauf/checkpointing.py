@@ -35,7 +35,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from specauf.evaluate import CheckpointError
+from specauf.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,19 @@ def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
             "checkpoints/last.ckpt), or resume=auto with hydra.run.dir=<the run directory>"
         )
     return str(path)
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """A .ckpt file, or a run directory (→ its checkpoints/last.ckpt); FileNotFoundError with the fix."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}. Fix: pass ckpt=<run dir>/checkpoints/last.ckpt (or the run directory) "
+            "of a run of `python -m specauf.train`"
+        )
+    return path
 
 
 def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:

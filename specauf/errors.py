@@ -6,3 +6,7 @@ class UserError(Exception):
 
     The entry points print these as one line, without a traceback (SPECAUF_DEBUG=1 shows it).
     """
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: unreadable, not from specauf, or for another target."""

@@ -26,9 +26,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
-from specauf.config import UserError, register_resolvers
+from specauf.checkpointing import checkpoint_file
+from specauf.config import register_resolvers
 from specauf.data.benchmarks import BenchmarkSuite, BenchPrompt
 from specauf.decoding import DecodeResult, SpeculativeDecoder, describe_mismatch
+from specauf.errors import CheckpointError, UserError
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -37,10 +39,6 @@ register_resolvers()
 # (Not imported from specauf.train: the trainer imports this module.)
 USER_ERRORS = (UserError, FileNotFoundError, ValueError)
 MAX_MISMATCH_REPORTS = 5  # per benchmark: enough to see a pattern without flooding the results
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used: unreadable, not from specauf, or for another target."""
 
 
 # --- prompts ---------------------------------------------------------------------------------------------
@@ -464,13 +462,7 @@ def load_checkpoint(
         from specauf.export import load_exported_checkpoint
 
         return load_exported_checkpoint(path, target, device=device, dtype=dtype)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}. Fix: pass ckpt=<run dir>/checkpoints/last.ckpt (or the run directory) "
-            "of a run of `python -m specauf.train`"
-        )
+    path = checkpoint_file(path)
     try:
         # weights_only: a checkpoint from specauf.train holds tensors and plain containers only, and this
         # refuses to run code hidden in a pickle.

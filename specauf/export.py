@@ -59,11 +59,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
-from specauf.checkpointing import read_checkpoint
+from specauf.checkpointing import checkpoint_file, read_checkpoint
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.domino import DominoDrafter
-from specauf.errors import UserError
-from specauf.evaluate import CheckpointError
+from specauf.errors import CheckpointError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +116,7 @@ def drafter_from_checkpoint(path: str | os.PathLike) -> tuple[DFlashDrafter, dic
 
     Export needs no target: loading an 8B model to copy a drafter's weights would only cost time and memory.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}. Fix: pass ckpt=<run dir>/checkpoints/last.ckpt (or the run directory) "
-            "of a run of `python -m specauf.train`"
-        )
+    path = checkpoint_file(path)
     checkpoint = read_checkpoint(path)
     meta = checkpoint.get("specauf")
     if not isinstance(meta, dict):

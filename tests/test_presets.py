@@ -66,7 +66,9 @@ def test_preset_runs_a_few_steps_on_the_tiny_target(preset, tmp_path, chat_file)
 
 @pytest.mark.parametrize("launcher", ["local_gpus", "slurm"])
 def test_launcher_configs_compose(launcher):
-    pytest.importorskip(f"hydra_plugins.hydra_{'joblib' if launcher == 'local_gpus' else 'submitit'}_launcher")
+    pytest.importorskip(
+        f"hydra_plugins.hydra_{'joblib' if launcher == 'local_gpus' else 'submitit'}_launcher"
+    )
     cfg = compose_train("experiment=auf_ablation", f"hydra/launcher={launcher}")
     assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
     if launcher == "slurm":

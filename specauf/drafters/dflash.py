@@ -164,13 +164,23 @@ class DFlashDrafter(nn.Module):
         Every context position in `ctx_kv` is visible (the decoder only holds committed tokens before the
         anchor), so no mask is needed. Drafted token j sits at position anchor + j + 1.
         """
+        h = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed)
+        return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
+
+    def draft_hidden(
+        self,
+        anchor_ids: Tensor,
+        anchor_pos: Tensor,
+        ctx_kv: list[tuple[Tensor, Tensor]],
+        embed: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """The parallel pass of a draft: hidden states of the drafted slots of one block per row, [b, D, H]."""
         b = anchor_ids.shape[0]
         block_ids = anchor_ids.new_zeros(b, 1, self.block_size)
         block_ids[:, 0, 0] = anchor_ids
         pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
         hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, None)
-        h = self.drafted_hidden(hidden)[:, 0]  # [b, D, H]
-        return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
+        return self.drafted_hidden(hidden)[:, 0]
 
     def predict(
         self,

@@ -136,11 +136,7 @@ class DominoDrafter(DFlashDrafter):
         lm_head_weight: Tensor,
     ) -> Tensor:
         """One parallel backbone pass, then the sequential head: token k+1 from base + correction."""
-        bsz = anchor_ids.shape[0]
-        block_ids = anchor_ids.new_zeros(bsz, 1, self.block_size)
-        block_ids[:, 0, 0] = anchor_ids
-        pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
-        z = self.drafted_hidden(self(self.block_embeddings(block_ids, embed), pos, ctx_kv, None))[:, 0]
+        z = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed)
         base_logits = z @ lm_head_weight.t().to(z.dtype)  # [b, D, V]
         tokens = []
         state = None
