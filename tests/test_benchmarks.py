@@ -253,7 +253,7 @@ def test_suite_validates_entries() -> None:
 
 @pytest.mark.parametrize(
     ("config", "n", "max_new_tokens", "skip"),
-    [("six", None, 2048, False), ("cpu", 4, 64, True), ("none", None, None, False)],
+    [("six", None, 2048, False), ("cpu", 3, 48, True), ("none", None, None, False)],
 )
 def test_config_files_instantiate(config: str, n: int | None, max_new_tokens: int | None, skip: bool) -> None:
     suite = instantiate(OmegaConf.load(CONF / "benchmarks" / f"{config}.yaml"))
@@ -280,10 +280,10 @@ def test_cpu_config_composes_and_skips_missing_alpaca() -> None:
     loaded = suite.load()
     assert {k: len(v) for k, v in loaded.items()} == {
         "gsm8k": 2,
-        "math500": 4,
+        "math500": 3,
         "humaneval": 3,
-        "mbpp": 4,
-        "mt_bench": 4,
+        "mbpp": 3,
+        "mt_bench": 3,
     }
     assert list(suite.skipped) == ["alpaca"]
 
