@@ -86,6 +86,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, logger=logger or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        # Under DDP every process gets here; one evaluates, writes the summary and prints it.
+        return {"status": "finished", "metrics": {}}
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     # Lightning hands the module back on the CPU after fit; τ is measured on the device it trained on.

@@ -137,3 +137,32 @@ def test_bad_input_fails_at_start_with_a_clear_message(tmp_path, chat_file, args
     for text in expected:
         assert text in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_ddp_two_processes(tmp_path, chat_file):
+    """trainer=ddp: two processes (gloo on CPU; NCCL on GPUs) train one model; one writes the summary."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        "specauf.train",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        *TINY,
+        f"data.source={chat_file}",
+        f"hydra.run.dir={run_dir}",
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("specauf run") == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 3
+
+
+def test_fsdp_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=fsdp"])
+    assert cfg.trainer.strategy._target_.endswith("FSDPStrategy")
