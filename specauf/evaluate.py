@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from specauf.checkpointing import checkpoint_file
+from specauf.cli import USER_ERRORS, debug, finish_wandb, print_user_error
 from specauf.config import register_resolvers
 from specauf.data.benchmarks import BenchmarkSuite, BenchPrompt
 from specauf.decoding import DecodeResult, SpeculativeDecoder, describe_mismatch
@@ -37,7 +37,6 @@ register_resolvers()
 
 # Problems with the user's request (paths, values, data) rather than bugs: one clear line, no traceback.
 # (Not imported from specauf.train: the trainer imports this module.)
-USER_ERRORS = (UserError, FileNotFoundError, ValueError)
 MAX_MISMATCH_REPORTS = 5  # per benchmark: enough to see a pattern without flooding the results
 
 
@@ -632,24 +631,15 @@ def _log_results(cfg: DictConfig, results: dict[str, Any]) -> None:
     logger.finalize("success")
 
 
-def _finish_wandb() -> None:
-    # A crashed run must not leave its W&B run open: the next run of a multirun would log into it.
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return evaluate(cfg)["tau/avg"]
     except USER_ERRORS as err:
-        if os.environ.get("SPECAUF_DEBUG"):
+        if debug():
             raise
-        print(f"specauf: error: {err}\n(set SPECAUF_DEBUG=1 for the traceback)", file=sys.stderr)
+        print_user_error(err)
         if multirun:
             return None  # one bad run must not stop the rest of the sweep
         raise SystemExit(1) from None
@@ -659,7 +649,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         raise
     finally:
-        _finish_wandb()
+        finish_wandb()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 
 from specauf.checkpointing import checkpoint_file, read_checkpoint
+from specauf.cli import USER_ERRORS, debug, print_user_error
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.domino import DominoDrafter
 from specauf.errors import CheckpointError, UserError
@@ -90,7 +90,6 @@ _HF_KEYS = {
     "rope_theta": "rope_theta",
 }
 _CLASSES = {"DFlashDrafter": DFlashDrafter, "DominoDrafter": DominoDrafter}
-USER_ERRORS = (UserError, FileNotFoundError, ValueError)
 
 
 class ExportError(UserError):
@@ -468,9 +467,9 @@ def main(cfg: DictConfig) -> None:
     try:
         out = export_checkpoint(cfg.ckpt, cfg.out, overwrite=cfg.overwrite, dtype=cfg.dtype)
     except USER_ERRORS as err:
-        if os.environ.get("SPECAUF_DEBUG"):
+        if debug():
             raise
-        print(f"specauf: error: {err}\n(set SPECAUF_DEBUG=1 for the traceback)", file=sys.stderr)
+        print_user_error(err)
         raise SystemExit(1) from None
     print(f"exported to {out} ({CONFIG_NAME}, {WEIGHTS_NAME})")
 

@@ -7,7 +7,6 @@ import json
 import logging
 import netrc
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -29,15 +28,13 @@ from specauf.checkpointing import (
     keep_previous_metrics,
     resolve_checkpoint,
 )
-from specauf.config import UserError, register_resolvers
+from specauf.cli import USER_ERRORS, debug, finish_wandb, print_user_error
+from specauf.config import register_resolvers
 from specauf.module import DrafterModule
 from specauf.summary import print_summary
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-# Problems with the user's request (paths, values, data) rather than bugs: one clear line, no traceback.
-USER_ERRORS = (UserError, OSError, ValueError)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -176,15 +173,6 @@ def _trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _finish_wandb() -> None:
-    # A crashed run must not leave its W&B run open: the next run of a multirun would log into it.
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -192,11 +180,9 @@ def main(cfg: DictConfig) -> float | None:
         summary = train(cfg)
         return summary["metrics"].get("val/tf_tau")
     except USER_ERRORS as err:
-        if os.environ.get("SPECAUF_DEBUG"):
+        if debug():
             raise
-        message = f"specauf: error: {err}"
-        _record_failure(message)
-        print(message + "\n(set SPECAUF_DEBUG=1 for the traceback)", file=sys.stderr)
+        _record_failure(print_user_error(err))
         if multirun:
             return None  # one bad run must not stop the rest of the sweep
         raise SystemExit(1) from None
@@ -207,7 +193,7 @@ def main(cfg: DictConfig) -> float | None:
             return None
         raise
     finally:
-        _finish_wandb()
+        finish_wandb()
 
 
 def _record_failure(text: str) -> None:

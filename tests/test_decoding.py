@@ -31,15 +31,6 @@ from specauf.target import Target, smollm2_135m, tiny_random
 NEW = 32  # new tokens per exactness run: several cycles even at B = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine's cores are shared: two threads fighting over them make a tiny model ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def target() -> Target:
     return tiny_random(num_layers=4, hidden_size=64, num_feature_layers=2, seed=0)

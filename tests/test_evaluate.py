@@ -37,15 +37,6 @@ TINY_TARGET = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine's cores are shared: two threads fighting over them make a tiny model ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
 def _no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPECAUF_DATA_DIR", raising=False)
