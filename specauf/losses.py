@@ -12,6 +12,9 @@ This module imports torch only, so a loss can be used and tested without Hydra, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -74,9 +77,33 @@ def exp_decay(num_positions: int, gamma: float, device: torch.device | None = No
     return torch.exp(-j / gamma)
 
 
+# How Σ w is turned into the denominator: the identity in one process; under data parallelism, the mean of
+# every process's Σ w (see `data_parallel_weights`).
+_WEIGHT_TOTAL: ContextVar[Callable[[Tensor], Tensor] | None] = ContextVar("weight_total", default=None)
+
+
+@contextmanager
+def data_parallel_weights(mean_over_processes: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Within this block, every weighted mean divides by the mean over processes of Σ w.
+
+    Data parallelism averages the processes' gradients; if each process divided by its own Σ w, that average
+    would weight positions differently from one process on the whole batch (the processes' Σ w differ, for
+    AUF a lot). Dividing by the mean of Σ w makes the average of the processes' losses — and gradients —
+    exactly Σ_all w·ce / Σ_all w, the loss of the whole batch.
+    """
+    token = _WEIGHT_TOTAL.set(mean_over_processes)
+    try:
+        yield
+    finally:
+        _WEIGHT_TOTAL.reset(token)
+
+
 def weighted_mean(ce: Tensor, weights: Tensor) -> Tensor:
     """Σ w·ce / Σ w, and 0 (with a graph) when no position carries weight."""
     total = weights.sum()
+    reduce = _WEIGHT_TOTAL.get()
+    if reduce is not None:
+        total = reduce(total.detach())
     return (weights * ce).sum() / total.clamp_min(torch.finfo(weights.dtype).tiny)
 
 

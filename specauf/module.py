@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -12,7 +13,7 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
 from specauf.data.blocks import dense_block_mask, flex_block_mask, pad_blocks
-from specauf.losses import BlockLoss, Predictions
+from specauf.losses import BlockLoss, Predictions, data_parallel_weights
 
 # The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (DESIGN.md §3), with
 # the number of block tokens each wants to be a multiple of (flex compiles whole 128-row query tiles).
@@ -102,10 +103,18 @@ class DrafterModule(L.LightningModule):
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
         return min(1.0, self.global_step / total) if total and math.isfinite(total) else 0.0
 
+    def _mean_over_processes(self, value: Tensor) -> Tensor:
+        value = value.detach().float().clone()  # reduced in place; no graph: the weights carry no gradient
+        torch.distributed.all_reduce(value)
+        return value / self.trainer.world_size
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, metrics = self.objective(self.predictions(batch))
+        parallel = self._trainer is not None and self.trainer.world_size > 1
+        # Under data parallelism the processes' losses average to the whole global batch's (see the context).
+        with data_parallel_weights(self._mean_over_processes) if parallel else nullcontext():
+            loss, metrics = self.objective(self.predictions(batch))
         n_blocks = int((batch["anchors"] >= 0).sum())
-        self.log("train/loss", loss, prog_bar=True, batch_size=n_blocks)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_blocks, sync_dist=parallel)
         for name, (num, den) in metrics.items():
             self.log(f"train/{name}", num / den.clamp_min(1), prog_bar=name == "tf_tau", batch_size=n_blocks)
         return loss

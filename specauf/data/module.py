@@ -30,14 +30,25 @@ log = logging.getLogger(__name__)
 
 
 class EpochShuffle(Sampler):
-    """Yields (index, epoch) pairs in a seeded order that changes every epoch (Lightning calls set_epoch)."""
+    """Yields (index, epoch) pairs in a seeded order that changes every epoch (Lightning calls set_epoch).
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    Under data parallelism each of `num_replicas` processes takes every `num_replicas`-th item of the one
+    order, starting at its `rank`, so the ranks' k-th batches together are exactly the k-th batch a single
+    process would draw at `num_replicas` × the batch size. A shuffled (training) order is cut to a whole number
+    of items per rank, as every rank must take the same number of steps; validation keeps every item.
+    """
+
+    def __init__(
+        self, size: int, seed: int, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.num_replicas, self.rank = num_replicas, rank
         self._resume: tuple[int, int] | None = None
 
     def resume(self, epoch: int, consumed: int) -> None:
-        """Skip the first `consumed` samples of `epoch`, once: the next iteration, if it is that epoch."""
+        """Skip the first `consumed` items of `epoch`'s global order (all ranks together), once."""
         self._resume = (epoch, consumed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -46,7 +57,8 @@ class EpochShuffle(Sampler):
             self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        size = self.size - self.size % self.num_replicas if self.shuffle else self.size
+        return len(range(self.rank, size, self.num_replicas))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -60,8 +72,10 @@ class EpochShuffle(Sampler):
             self._resume = None
             if epoch == self.epoch:
                 order = order[consumed:]
+        if self.shuffle:  # the same number of items on every rank
+            order = order[: len(order) - len(order) % self.num_replicas]
         # __len__ stays the full epoch: Lightning counts batches from the restored progress onwards.
-        return ((int(i), self.epoch) for i in order)
+        return ((int(i), self.epoch) for i in order[self.rank :: self.num_replicas])
 
 
 class AnchoredChats(Dataset):
@@ -134,14 +148,23 @@ class ChatDataModule(L.LightningDataModule):
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
+    @property
+    def _replicas(self) -> tuple[int, int]:
+        """(processes, this one's rank) of the data-parallel run, (1, 0) without a trainer."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def _loader(self, chats: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        num_replicas, rank = self._replicas
         collate = functools.partial(
             collate_blocks, block_size=self.block_size, label_offset=self.label_offset, pad_id=self.pad_id
         )
         return DataLoader(
             AnchoredChats(chats, self.num_anchors, self.seed),
             batch_size=batch_size,
-            sampler=EpochShuffle(len(chats), self.seed, shuffle=shuffle),
+            # Sharded here, not by Lightning (trainer use_distributed_sampler: false): its wrapper would
+            # reshuffle this order and never pass the epoch on, breaking replay and per-epoch anchors.
+            sampler=EpochShuffle(len(chats), self.seed, shuffle, num_replicas, rank),
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -165,9 +188,12 @@ class ChatDataModule(L.LightningDataModule):
         if trainer is None or self.train_set is None:
             return {}
         loop = trainer.fit_loop
+        batches = int(loop.epoch_loop.batch_progress.current.processed)
         return {
             "epoch": int(loop.epoch_progress.current.processed),  # the epoch the sampler was set to
-            "samples_in_epoch": int(loop.epoch_loop.batch_progress.current.processed) * self.batch_size,
+            # All processes together: the head of the epoch's global order already trained on.
+            "samples_in_epoch": batches * self.batch_size * trainer.world_size,
+            "world_size": trainer.world_size,
             "train_size": len(self.train_set),
             "seed": self.seed,
         }
