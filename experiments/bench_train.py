@@ -98,7 +98,9 @@ def step_flops(shape: Shape, batch: dict[str, torch.Tensor], backbone: str) -> f
     if backbone == "domino":
         gru = shape.hidden // 4
         extra = 2 * rows * (3 * (h * gru + gru * gru) + (h + gru) * 256 + 256 * shape.vocab)
-        total += 3 * extra + head  # the final branch runs the frozen head a second time
+        # + head: the final branch's logits over the frozen head, counted as a second pass as an unfused
+        # Domino runs it (the fused head shares z·W between the branches), so MFU stays comparable.
+        total += 3 * extra + head
     return float(total)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from specauf.data.blocks import drafted_slots
-from specauf.drafters.head import linear_cross_entropy
+from specauf.drafters.head import nested_linear_cross_entropy
 from specauf.drafters.layers import DrafterLayer, RMSNorm, Rotary
 from specauf.losses import Predictions
 
@@ -196,20 +196,33 @@ class DFlashDrafter(nn.Module):
         Returns {"final": ...}; a drafter with several heads (Domino) adds its other branches.
         """
         h = self.drafted_hidden(hidden)
-        return {"final": _gather_predictions([h], [lm_head_weight], labels, valid, self.head_chunk_size)}
+        (final,) = _gather_predictions([h], [lm_head_weight], labels, valid, self.head_chunk_size)
+        return {"final": final}
 
 
 def _gather_predictions(
-    inputs: list[Tensor], weights: list[Tensor], labels: Tensor, valid: Tensor, chunk_size: int
-) -> Predictions:
-    """Run the chunked head on valid rows only and scatter the results back to [b·N, D]."""
+    inputs: list[Tensor],
+    weights: list[Tensor],
+    labels: Tensor,
+    valid: Tensor,
+    chunk_size: int,
+    prefixes: tuple[int, ...] | None = None,
+) -> list[Predictions]:
+    """Run the chunked head on valid rows only and scatter the results back to [b·N, D], one per head
+    (`prefixes` as in `nested_linear_cross_entropy`; default one head over all the terms)."""
     rows = valid.flatten()
     flat = [x.reshape(-1, x.shape[-1])[rows] for x in inputs]
-    ce_v, argmax_v, rank_v = linear_cross_entropy(flat, weights, labels.flatten()[rows], chunk_size)
+    labels_v = labels.flatten()[rows]
+    heads = nested_linear_cross_entropy(flat, weights, labels_v, prefixes or (len(inputs),), chunk_size)
     shape = (labels.shape[0] * labels.shape[1], labels.shape[2])
-    ce = torch.zeros(rows.numel(), dtype=ce_v.dtype, device=labels.device).masked_scatter(rows, ce_v)
-    hit = torch.zeros_like(rows).masked_scatter(rows, argmax_v == labels.flatten()[rows])
-    rank = torch.zeros(rows.numel(), dtype=torch.long, device=labels.device).masked_scatter(rows, rank_v)
-    return Predictions(
-        ce=ce.view(shape), valid=valid.reshape(shape), hit=hit.view(shape), rank=rank.view(shape)
-    )
+    out = []
+    for ce_v, argmax_v, rank_v in heads:
+        ce = torch.zeros(rows.numel(), dtype=ce_v.dtype, device=labels.device).masked_scatter(rows, ce_v)
+        hit = torch.zeros_like(rows).masked_scatter(rows, argmax_v == labels_v)
+        rank = torch.zeros(rows.numel(), dtype=torch.long, device=labels.device).masked_scatter(rows, rank_v)
+        out.append(
+            Predictions(
+                ce=ce.view(shape), valid=valid.reshape(shape), hit=hit.view(shape), rank=rank.view(shape)
+            )
+        )
+    return out

@@ -94,12 +94,12 @@ class DominoDrafter(DFlashDrafter):
         c = self.correction_input(
             z.reshape(b * n, d, h), self._realised(block_ids, labels, embed).flatten(0, 1)
         )
-        chunk = self.head_chunk_size
-        return {
-            "base": _gather_predictions([z], [lm_head_weight], labels, valid, chunk),
-            "final": _gather_predictions([z, c.view(b, n, d, -1)], [lm_head_weight, self.w2.weight], labels, valid,
-                                         chunk),
-        }  # fmt: skip
+        # Both heads in one pass: base = z·W, final = base + c·W2, so the vocabulary-wide z·W runs once.
+        base, final = _gather_predictions(
+            [z, c.view(b, n, d, -1)], [lm_head_weight, self.w2.weight], labels, valid, self.head_chunk_size,
+            prefixes=(1, 2),
+        )  # fmt: skip
+        return {"base": base, "final": final}
 
     def curriculum(self, progress: float) -> float:
         """λ: 1 at the start, falling linearly to 0 at `curriculum_fraction` of the run."""

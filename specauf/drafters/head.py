@@ -16,70 +16,125 @@ import torch
 from torch import Tensor
 
 
-def _chunk_logits(xs: Sequence[Tensor], ws: Sequence[Tensor], rows: slice | Tensor) -> Tensor:
-    logits = None
-    for x, w in zip(xs, ws, strict=True):
-        term = x[rows] @ w.t()
-        logits = term if logits is None else logits + term
-    # Softmax statistics in fp32 even under bf16 autocast: a 150k-way logsumexp in bf16 is too coarse.
-    return logits.to(_stat_dtype(logits.dtype))
-
-
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _nested_logits(
+    xs: Sequence[Tensor], ws: Sequence[Tensor], rows: slice | Tensor, prefixes: Sequence[int]
+) -> list[Tensor]:
+    """The logits of every head for `rows`: head k sums the first `prefixes[k]` terms, each term computed once.
+
+    Softmax statistics in fp32 even under bf16 autocast: a 150k-way logsumexp in bf16 is too coarse.
+    """
+    out, logits = [], None
+    for i, (x, w) in enumerate(zip(xs, ws, strict=True)):
+        term = (x[rows] @ w.t()).to(_stat_dtype(x.dtype))
+        logits = term if logits is None else logits + term  # out of place: the shorter head keeps its own
+        if i + 1 in prefixes:
+            out.append(logits)
+    return out
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, labels: Tensor, chunk_size: int, n: int, *tensors: Tensor):
+    def forward(ctx, labels: Tensor, chunk_size: int, n: int, prefixes: tuple[int, ...], *tensors: Tensor):
         xs, ws = tensors[:n], tensors[n:]
-        rows = labels.shape[0]
+        rows, heads = labels.shape[0], len(prefixes)
         stat = _stat_dtype(xs[0].dtype)
-        ce = torch.empty(rows, dtype=stat, device=labels.device)
-        argmax = torch.empty(rows, dtype=torch.long, device=labels.device)
-        rank = torch.empty(rows, dtype=torch.long, device=labels.device)
-        lse = torch.empty(rows, dtype=stat, device=labels.device)
+        ce = torch.empty(heads, rows, dtype=stat, device=labels.device)
+        lse = torch.empty_like(ce)
+        argmax = torch.empty(heads, rows, dtype=torch.long, device=labels.device)
+        rank = torch.empty_like(argmax)
         for start in range(0, rows, chunk_size):
             sl = slice(start, min(start + chunk_size, rows))
-            logits = _chunk_logits(xs, ws, sl)
-            label_logit = logits.gather(1, labels[sl, None]).squeeze(1)
-            lse[sl] = torch.logsumexp(logits, dim=1)
-            ce[sl] = lse[sl] - label_logit
-            argmax[sl] = logits.argmax(dim=1)
-            rank[sl] = (logits > label_logit[:, None]).sum(dim=1)
+            for k, logits in enumerate(_nested_logits(xs, ws, sl, prefixes)):
+                label_logit = logits.gather(1, labels[sl, None]).squeeze(1)
+                lse[k, sl] = torch.logsumexp(logits, dim=1)
+                ce[k, sl] = lse[k, sl] - label_logit
+                argmax[k, sl] = logits.argmax(dim=1)
+                rank[k, sl] = (logits > label_logit[:, None]).sum(dim=1)
         ctx.save_for_backward(labels, lse, *tensors)
-        ctx.chunk_size, ctx.n = chunk_size, n
-        ctx.mark_non_differentiable(argmax, rank)
-        return ce, argmax, rank
+        ctx.chunk_size, ctx.n, ctx.prefixes = chunk_size, n, prefixes
+        outputs = (*ce.unbind(0), *argmax.unbind(0), *rank.unbind(0))
+        ctx.mark_non_differentiable(*outputs[heads:])
+        return outputs
 
     @staticmethod
-    def backward(ctx, grad_ce: Tensor, _grad_argmax, _grad_rank):
+    def backward(ctx, *grads: Tensor):
         labels, lse, *tensors = ctx.saved_tensors
-        n, chunk_size = ctx.n, ctx.chunk_size
+        n, chunk_size, prefixes = ctx.n, ctx.chunk_size, ctx.prefixes
+        grad_ce = torch.stack(grads[: len(prefixes)])  # [heads, rows]
         xs, ws = tensors[:n], tensors[n:]
-        need_x = ctx.needs_input_grad[3 : 3 + n]
-        need_w = ctx.needs_input_grad[3 + n :]
+        need_x = ctx.needs_input_grad[4 : 4 + n]
+        need_w = ctx.needs_input_grad[4 + n :]
         grad_xs = [torch.zeros_like(x) if need else None for x, need in zip(xs, need_x, strict=True)]
         grad_ws = [
             torch.zeros(w.shape, dtype=_stat_dtype(w.dtype), device=w.device) if need else None
             for w, need in zip(ws, need_w, strict=True)
         ]
-        # Rows with zero upstream gradient (AUF's dead tail, padding) contribute nothing: skip their logits.
-        # This is most of the head's backward under AUF, whose support is a fraction of the block.
-        live = torch.nonzero(grad_ce).flatten()
+        # Rows with zero upstream gradient in every head (AUF's dead tail, padding) contribute nothing: skip
+        # their logits. This is most of the head's backward under AUF, whose support is a fraction of the block.
+        live = torch.nonzero(grad_ce.ne(0).any(dim=0)).flatten()
         for start in range(0, live.numel(), chunk_size):
             idx = live[start : start + chunk_size]
-            # d ce / d logits = softmax - onehot(label)
-            g = torch.exp(_chunk_logits(xs, ws, idx) - lse[idx, None])
-            g[torch.arange(g.shape[0], device=g.device), labels[idx]] -= 1.0
-            g = g * grad_ce[idx, None].to(g.dtype)
-            for i in range(n):
+            arange = torch.arange(idx.numel(), device=idx.device)
+            # d ce_k / d logits_k = softmax_k - onehot(label); a term's gradient sums the heads that include it.
+            g_heads = []
+            for k, logits in enumerate(_nested_logits(xs, ws, idx, prefixes)):
+                g = torch.exp(logits.sub_(lse[k, idx, None]))
+                g[arange, labels[idx]] -= 1.0
+                g_heads.append(g.mul_(grad_ce[k, idx, None].to(g.dtype)))
+            g = None
+            for i in reversed(range(n)):
+                if i + 1 in prefixes:
+                    g_k = g_heads[prefixes.index(i + 1)]
+                    g = g_k if g is None else g + g_k
                 if grad_xs[i] is not None:
                     grad_xs[i][idx] = (g.to(ws[i].dtype) @ ws[i]).to(grad_xs[i].dtype)
                 if grad_ws[i] is not None:
                     grad_ws[i] += g.t() @ xs[i][idx].to(g.dtype)
         grad_ws = [None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_ws, ws, strict=True)]
-        return None, None, None, *grad_xs, *grad_ws
+        return None, None, None, None, *grad_xs, *grad_ws
+
+
+def nested_linear_cross_entropy(
+    inputs: Sequence[Tensor],
+    weights: Sequence[Tensor],
+    labels: Tensor,
+    prefixes: Sequence[int],
+    chunk_size: int = 1024,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Several heads whose logits are nested sums of linear terms, in one chunked pass.
+
+    Head k's logits are `Σ_{i < prefixes[k]} inputs[i] @ weights[i].T` (prefixes increasing, the last one all
+    the terms). Domino's base head is `z @ W.T` and its final head `z @ W.T + c @ W2.T`: computed together, the
+    150k-wide `z @ W.T` runs once per chunk instead of once per head, forward and backward.
+    Returns one (ce, argmax, rank) per head, as `linear_cross_entropy` does.
+    """
+    prefixes = tuple(int(p) for p in prefixes)
+    if len(inputs) != len(weights) or not inputs:
+        raise ValueError("linear_cross_entropy needs one weight per input and at least one pair")
+    if (
+        not prefixes
+        or list(prefixes) != sorted(set(prefixes))
+        or prefixes[0] < 1
+        or prefixes[-1] != len(inputs)
+    ):
+        raise ValueError(
+            f"prefixes must increase from >= 1 to {len(inputs)} (the number of terms), got {prefixes}"
+        )
+    if labels.numel() == 0:
+        empty = labels.new_zeros(0)
+        return [(inputs[0][:0].sum(dim=1).float(), empty, empty) for _ in prefixes]
+    if torch.is_autocast_enabled(labels.device.type):
+        dtype = torch.get_autocast_dtype(labels.device.type)
+        inputs = [x.to(dtype) for x in inputs]
+        weights = [w.to(dtype) for w in weights]
+    with torch.autocast(labels.device.type, enabled=False):
+        out = _LinearCrossEntropy.apply(labels, chunk_size, len(inputs), prefixes, *inputs, *weights)
+    heads = len(prefixes)
+    return [(out[k], out[heads + k], out[2 * heads + k]) for k in range(heads)]
 
 
 def linear_cross_entropy(
@@ -90,14 +145,5 @@ def linear_cross_entropy(
     inputs: tensors [M, H_i]; weights: tensors [V, H_i]; labels: [M] in [0, V).
     Returns (ce [M] in at least fp32, with grad, argmax [M], rank [M]) where rank counts logits strictly above the label's.
     """
-    if len(inputs) != len(weights) or not inputs:
-        raise ValueError("linear_cross_entropy needs one weight per input and at least one pair")
-    if labels.numel() == 0:
-        empty = labels.new_zeros(0)
-        return inputs[0][:0].sum(dim=1).float(), empty, empty
-    if torch.is_autocast_enabled(labels.device.type):
-        dtype = torch.get_autocast_dtype(labels.device.type)
-        inputs = [x.to(dtype) for x in inputs]
-        weights = [w.to(dtype) for w in weights]
-    with torch.autocast(labels.device.type, enabled=False):
-        return _LinearCrossEntropy.apply(labels, chunk_size, len(inputs), *inputs, *weights)
+    (head,) = nested_linear_cross_entropy(inputs, weights, labels, (len(inputs),), chunk_size)
+    return head
