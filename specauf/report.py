@@ -587,6 +587,101 @@ def summary_table(report: Report) -> list[str]:
     return lines
 
 
+# The Spec-AUF paper's three claims, checked wherever a report has the variants they compare.
+AUF_LOSSES = ("auf", "b_auf", "s_auf", "f_auf")
+WITH_DECAY = {"auf": "auf_decay", "b_auf": "b_auf_decay", "s_auf": "s_auf_decay", "f_auf": "f_auf_decay"}
+
+
+def _by_seed(variant: Variant, get: Callable[[Run], float | None]) -> dict[Any, float]:
+    """seed → value, for seeds with exactly one run that has the value (a paired comparison needs one)."""
+    out: dict[Any, list[float]] = {}
+    for r in variant.runs:
+        if (v := get(r)) is not None:
+            out.setdefault(r.seed, []).append(v)
+    return {seed: vals[0] for seed, vals in out.items() if len(vals) == 1}
+
+
+def _difference(
+    a: Variant, b: Variant, get: Callable[[Run], float | None]
+) -> tuple[float, float | None, str]:
+    """mean(b) − mean(a), twice its standard error (None under 2 seeds each), and 'b higher in k of n seeds'."""
+    sa, sb = _stat(a.runs, get), _stat(b.runs, get)
+    delta = (sb.mean or 0.0) - (sa.mean or 0.0)
+    two_se = (
+        2 * math.sqrt(sa.std**2 / sa.n + sb.std**2 / sb.n)
+        if sa.std is not None and sb.std is not None
+        else None
+    )
+    pa, pb = _by_seed(a, get), _by_seed(b, get)
+    seeds = [s for s in pa if s in pb]
+    higher = sum(pb[s] > pa[s] for s in seeds)
+    return delta, two_se, f"{higher} of {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def claims(report: Report) -> list[str]:
+    """Bullets answering the paper's claims for each backbone whose variants allow it (else nothing):
+
+    1. AUF beats decay-only on τ, per benchmark; 2. decay is inert under AUF (AUF + decay ≈ AUF);
+    3. decay-only has the higher token accuracy. Differences are mean(B) − mean(A) over seeds; "within
+    noise" means |difference| ≤ 2 standard errors of the difference (needs ≥ 2 seeds per variant).
+    """
+    out: list[str] = []
+    index = {(v.backbone, v.loss, tuple(sorted(v.extras.items()))): v for v in report.variants}
+    for (backbone, loss, extras), auf in index.items():
+        if loss not in AUF_LOSSES:
+            continue
+        name = BACKBONES.get(backbone, backbone)
+        decay = index.get((backbone, "decay", extras))
+        both = [b for b in report.benchmarks if _stat(auf.eval_runs, lambda r, b=b: r.tau.get(b)).n]
+        if decay is not None and decay.eval_runs:
+            both = [b for b in both if _stat(decay.eval_runs, lambda r, b=b: r.tau.get(b)).n]
+            per = []
+            wins = 0
+            for b in both:
+                delta, two_se, seeds = _difference(decay, auf, lambda r, b=b: r.tau.get(b))
+                wins += delta > 0
+                noise = "" if two_se is None else (", within noise" if abs(delta) <= two_se else "")
+                per.append(f"{_bench_title(b)} {_signed(delta)} (higher in {seeds}{noise})")
+            delta, two_se, seeds = _difference(decay, auf, lambda r: r.tau_avg)
+            noise = "" if two_se is None else f" ± {two_se:.3f} (2 SE)"
+            out.append(
+                f"**{name}: {auf.label} vs decay only, τ.** {auf.label} has the higher mean τ on {wins} of "
+                f"{len(both)} benchmarks; avg τ {_signed(delta)}{noise}, higher in {seeds}. Per benchmark: "
+                + "; ".join(per)
+                + "."
+            )
+        if decay is not None:
+            acc = lambda r: r.metrics.get("val/token_acc")  # noqa: E731
+            delta, two_se, seeds = _difference(auf, decay, acc)
+            sa, sd = _stat(auf.runs, acc), _stat(decay.runs, acc)
+            if sa.n and sd.n:
+                verdict = (
+                    "decay only has the higher" if delta > 0 else f"{auf.label} has the higher (or equal)"
+                )
+                out.append(
+                    f"**{name}: token accuracy.** {verdict} token accuracy: {sd.text(3)} vs {sa.text(3)} "
+                    f"({_signed(delta)}, decay higher in {seeds})."
+                )
+        paired = index.get((backbone, WITH_DECAY.get(loss, ""), extras))
+        if paired is not None and paired.eval_runs and auf.eval_runs:
+            delta, two_se, seeds = _difference(auf, paired, lambda r: r.tau_avg)
+            if two_se is None:
+                verdict = "one seed: no noise estimate"
+            elif abs(delta) <= two_se:
+                verdict = f"within noise (2 SE = {two_se:.3f}): decay looks inert under {auf.label}"
+            else:
+                verdict = f"outside noise (2 SE = {two_se:.3f}): decay is not inert under {auf.label}"
+            out.append(
+                f"**{name}: is decay inert under {auf.label}?** avg τ of {paired.label} minus {auf.label}: "
+                f"{_signed(delta)}, {verdict} ({paired.label} higher in {seeds})."
+            )
+    return out
+
+
 def _notes(report: Report) -> list[str]:
     """Footnotes: missing benchmarks and why, what each average covers, runs without τ, conventions."""
     notes = [
@@ -679,6 +774,13 @@ def markdown_report(report: Report) -> str:
             "",
         ]
         lines += tau_table(report, variants)
+    if found := claims(report):
+        lines += ["", "## The paper's claims, checked on these runs", "", *(f"- {c}" for c in found)]
+        lines += [
+            "",
+            'Differences are mean over seeds of the second variant minus the first; "within noise": '
+            "|difference| ≤ 2 standard errors of the difference (seed-to-seed spread, ≥ 2 seeds each).",
+        ]
     if report.variants:
         lines += ["", "## Per-variant summary", "", *summary_table(report)]
     else:

@@ -27,6 +27,7 @@ TAU = {
     ("decay", 1): [2.4, 2.5, 3.0, 2.9, 2.1, 2.0],
 }
 TOKEN_ACC = {("auf", 0): 0.40, ("auf", 1): 0.42, ("decay", 0): 0.50, ("decay", 1): 0.54, ("decay", 2): 0.52}
+TOKEN_ACC.update({("auf_decay", 0): 0.41, ("auf_decay", 1): 0.43})
 
 
 def write_run(
@@ -311,3 +312,35 @@ def test_wandb_offline_logs_tables_and_images(
     assert "offline" in where
     files = {p.name.split("_0_")[0] for p in (made / "wandb").rglob("files/media/*/report/*")}
     assert files == {"variants", "runs", "tau_per_benchmark", "alpha_k", "token_acc_vs_tau"}
+
+
+def test_claims_answer_the_papers_three_questions(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(root / f"auf{seed}", "auf", seed, TAU[("auf", seed)])
+        write_run(root / f"decay{seed}", "decay", seed, TAU[("decay", seed)])
+        # AUF + decay: AUF's τ plus a small alternating offset, inside the seed spread.
+        offset = 0.01 if seed == 0 else -0.02
+        write_run(root / f"ad{seed}", "auf_decay", seed, [t + offset for t in TAU[("auf", seed)]])
+    report = rep.build_report(rep.load_runs(root), str(root))
+    found = rep.claims(report)
+    assert len(found) == 3
+    beats, acc, inert = found
+    # AUF is above decay on every benchmark in both seeds (the TAU table): 6 of 6.
+    assert "AUF has the higher mean τ on 6 of 6 benchmarks" in beats
+    gsm = statistics.fmean(TAU[("auf", s)][0] - TAU[("decay", s)][0] for s in (0, 1))
+    assert f"GSM8K {gsm:+.3f} (higher in 2 of 2 seeds" in beats
+    assert acc.startswith(
+        "**DFlash: token accuracy.** decay only has the higher token accuracy: 0.520 ± 0.028"
+    )
+    assert "within noise" in inert and "decay looks inert under AUF" in inert
+    assert f"{-0.005:+.3f}" in inert  # mean of +0.01 and −0.02
+    md = rep.markdown_report(report)
+    assert "## The paper's claims, checked on these runs" in md
+
+
+def test_claims_absent_without_the_variants_they_compare(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", "auf", 0, TAU[("auf", 0)])
+    report = rep.build_report(rep.load_runs(tmp_path), str(tmp_path))
+    assert rep.claims(report) == []
+    assert "paper's claims" not in rep.markdown_report(report)
