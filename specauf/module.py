@@ -154,6 +154,20 @@ class DrafterModule(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Under FSDP each process holds a shard of the gradients, so their norm needs the wrapper's own
+        # clip_grad_norm_ (it all-reduces); Lightning's precision plugin refuses norm clipping there.
+        fsdp_clip = getattr(self.trainer.model, "clip_grad_norm_", None)
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and fsdp_clip is not None:
+            fsdp_clip(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # -- checkpoints ----------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What a checkpoint needs to be loaded without the training config: rebuild the drafter, and refuse

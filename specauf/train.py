@@ -42,7 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     choices = dict(HydraConfig.get().runtime.choices)
     L.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision("high")
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     started = time.time()
 
     target = instantiate(cfg.target)

@@ -133,3 +133,16 @@ def test_two_processes_train_the_single_process_model(tmp_path, chat_file):
     ]
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_norm_clipping_goes_through_the_fsdp_wrapper():
+    """FSDP's gradients are sharded: the norm must come from the wrapper's clip_grad_norm_ (it all-reduces)."""
+    from types import SimpleNamespace
+
+    from specauf.module import DrafterModule
+
+    calls = []
+    module = DrafterModule(torch.nn.Linear(2, 2), target=None, loss=CrossEntropy(), optimizer=None)
+    module._trainer = SimpleNamespace(model=SimpleNamespace(clip_grad_norm_=calls.append))
+    module.configure_gradient_clipping(None, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    assert calls == [1.0]

@@ -10,7 +10,7 @@ export PYTHONPATH=~/specauf/site:$PWD PYTHONUNBUFFERED=1
 common="target=tiny_random logger=csv benchmarks=none backbone.num_layers=2 data.source=$PWD/.carry/probe/chats.jsonl
   data.val_size=8 data.min_supervised_tokens=8 data.max_length=256 data.num_anchors=16 trainer.max_steps=30
   trainer.val_check_interval=30 trainer.limit_val_batches=1.0 trainer.log_every_n_steps=1 trainer.precision=32-true
-  loss=auf"
+  loss=auf matmul_precision=highest"
 CUDA_VISIBLE_DEVICES=0 python3 -m specauf.train $common data.batch_size=4 trainer.devices=1 \
   hydra.run.dir=$OUTDIR/gpu1 > $OUTDIR/gpu1.log 2>&1
 echo "1 GPU rc=$?"
