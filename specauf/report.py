@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -662,9 +663,10 @@ def claims(report: Report) -> list[str]:
                 verdict = (
                     "decay only has the higher" if delta > 0 else f"{auf.label} has the higher (or equal)"
                 )
+                noise = "" if two_se is None else (", within noise" if abs(delta) <= two_se else "")
                 out.append(
                     f"**{name}: token accuracy.** {verdict} token accuracy: {sd.text(3)} vs {sa.text(3)} "
-                    f"({_signed(delta)}, decay higher in {seeds})."
+                    f"({_signed(delta)}{noise}, decay higher in {seeds})."
                 )
         paired = index.get((backbone, WITH_DECAY.get(loss, ""), extras))
         if paired is not None and paired.eval_runs and auf.eval_runs:
@@ -1025,9 +1027,12 @@ def plot_alpha(report: Report, fig: Any) -> None:
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("draft position k")
     ax.set_ylabel("α_k = #(accepted ≥ k) / #(accepted ≥ k−1)")
-    ax.set_title(f"{title}\n(mean over benchmarks, then seeds; band = std over seeds)", fontsize=10)
+    ax.set_title(
+        f"{textwrap.fill(title, 110)}\n(mean over benchmarks, then seeds; band = std over seeds)", fontsize=10
+    )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", framealpha=0.9)
+    # α_k falls with k, so the top right corner is the emptiest.
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
 
 
 def plot_token_acc_vs_tau(report: Report, fig: Any) -> None:
@@ -1066,7 +1071,10 @@ def plot_token_acc_vs_tau(report: Report, fig: Any) -> None:
     left_out = len(report.runs) - len(points)
     # In the title, not inside the axes, where it could cover a point.
     ax.set_title(
-        title + (f"\n({left_out} finished run(s) without τ or token acc not shown)" if left_out else "")
+        # Wrapped: this figure is narrower than the others and a report title can be long.
+        textwrap.fill(title, 70)
+        + (f"\n({left_out} finished run(s) without τ or token acc not shown)" if left_out else ""),
+        fontsize=10,
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, framealpha=0.9)
