@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -103,15 +104,11 @@ class DrafterModule(L.LightningModule):
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
         return min(1.0, self.global_step / total) if total and math.isfinite(total) else 0.0
 
-    def _mean_over_processes(self, value: Tensor) -> Tensor:
-        value = value.detach().float().clone()  # reduced in place; no graph: the weights carry no gradient
-        torch.distributed.all_reduce(value)
-        return value / self.trainer.world_size
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         parallel = self._trainer is not None and self.trainer.world_size > 1
         # Under data parallelism the processes' losses average to the whole global batch's (see the context).
-        with data_parallel_weights(self._mean_over_processes) if parallel else nullcontext():
+        mean_over_processes = functools.partial(self.trainer.strategy.reduce, reduce_op="mean")
+        with data_parallel_weights(mean_over_processes) if parallel else nullcontext():
             loss, metrics = self.objective(self.predictions(batch))
         n_blocks = int((batch["anchors"] >= 0).sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=n_blocks, sync_dist=parallel)

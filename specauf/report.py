@@ -590,7 +590,7 @@ def summary_table(report: Report) -> list[str]:
 
 # The Spec-AUF paper's three claims, checked wherever a report has the variants they compare.
 AUF_LOSSES = ("auf", "b_auf", "s_auf", "f_auf")
-WITH_DECAY = {"auf": "auf_decay", "b_auf": "b_auf_decay", "s_auf": "s_auf_decay", "f_auf": "f_auf_decay"}
+WITH_DECAY = {"auf": "auf_decay", "b_auf": "b_auf_decay"}
 
 
 def _by_seed(variant: Variant, get: Callable[[Run], float | None]) -> dict[Any, float]:
@@ -623,6 +623,11 @@ def _signed(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}f}"
 
 
+def _noise(delta: float, two_se: float | None) -> str:
+    """', within noise' when |delta| ≤ 2 SE; nothing when outside or with no noise estimate."""
+    return ", within noise" if two_se is not None and abs(delta) <= two_se else ""
+
+
 def claims(report: Report) -> list[str]:
     """Bullets answering the paper's claims for each backbone whose variants allow it (else nothing):
 
@@ -645,8 +650,7 @@ def claims(report: Report) -> list[str]:
             for b in both:
                 delta, two_se, seeds = _difference(decay, auf, lambda r, b=b: r.tau.get(b))
                 wins += delta > 0
-                noise = "" if two_se is None else (", within noise" if abs(delta) <= two_se else "")
-                per.append(f"{_bench_title(b)} {_signed(delta)} (higher in {seeds}{noise})")
+                per.append(f"{_bench_title(b)} {_signed(delta)} (higher in {seeds}{_noise(delta, two_se)})")
             delta, two_se, seeds = _difference(decay, auf, lambda r: r.tau_avg)
             noise = "" if two_se is None else f" ± {two_se:.3f} (2 SE)"
             out.append(
@@ -663,10 +667,9 @@ def claims(report: Report) -> list[str]:
                 verdict = (
                     "decay only has the higher" if delta > 0 else f"{auf.label} has the higher (or equal)"
                 )
-                noise = "" if two_se is None else (", within noise" if abs(delta) <= two_se else "")
                 out.append(
                     f"**{name}: token accuracy.** {verdict} token accuracy: {sd.text(3)} vs {sa.text(3)} "
-                    f"({_signed(delta)}{noise}, decay higher in {seeds})."
+                    f"({_signed(delta)}{_noise(delta, two_se)}, decay higher in {seeds})."
                 )
         paired = index.get((backbone, WITH_DECAY.get(loss, ""), extras))
         if paired is not None and paired.eval_runs and auf.eval_runs:

@@ -193,7 +193,6 @@ class ChatDataModule(L.LightningDataModule):
             "epoch": int(loop.epoch_progress.current.processed),  # the epoch the sampler was set to
             # All processes together: the head of the epoch's global order already trained on.
             "samples_in_epoch": batches * self.batch_size * trainer.world_size,
-            "world_size": trainer.world_size,
             "train_size": len(self.train_set),
             "seed": self.seed,
         }
