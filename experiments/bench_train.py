@@ -105,7 +105,13 @@ def step_flops(shape: Shape, batch: dict[str, torch.Tensor], backbone: str) -> f
 
 
 def run(
-    shape_name: str, backbone: str, batch_size: int, steps: int, warmup: int, device: torch.device
+    shape_name: str,
+    backbone: str,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    profile: int = 0,
 ) -> dict:
     shape = SHAPES[shape_name]
     torch.manual_seed(0)
@@ -157,6 +163,8 @@ def run(
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     flops = step_flops(shape, batch, backbone)
+    if profile:
+        _print_profile(one_step, device, profile)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {
         "shape": shape_name,
@@ -171,6 +179,20 @@ def run(
     }
 
 
+def _print_profile(one_step, device: torch.device, rows: int) -> None:
+    """Where one step's time goes: the `rows` most expensive kernels (ops on CPU) over two profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,6 +202,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N most expensive kernels of a step",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -192,7 +221,7 @@ def main() -> None:
     for backbone in args.backbone:
         for bs in args.batch:
             try:
-                r = run(args.shape, backbone, bs, args.steps, args.warmup, device)
+                r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile)
             except torch.OutOfMemoryError:
                 print(f"{args.shape:<14}{backbone:<9}{bs:>6}  out of memory", flush=True)
                 torch.cuda.empty_cache()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from specauf.data.blocks import collate_blocks, dense_block_mask, flex_block_mask, sample_anchors
+from specauf.data.blocks import collate_blocks, dense_block_mask, flex_block_mask, pad_blocks, sample_anchors
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.head import linear_cross_entropy
 from specauf.losses import AUF
@@ -86,3 +86,71 @@ def test_small_batches_compile_under_no_grad():
     with torch.no_grad():
         loss, _ = module.objective(module.predictions(batch))
     assert torch.isfinite(loss)
+
+
+def test_varying_shapes_do_not_recompile_flex_each_step():
+    """Real batches differ in context length and block count: flex_attention must not compile once per
+    shape (dynamo's recompile limit would then drop it to the eager kernel, which materialises all scores)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    h, nf = 128, 2
+    drafter = DFlashDrafter(hidden_size=h, num_heads=4, num_kv_heads=2, head_dim=32, intermediate_size=256,
+                            num_feature_layers=nf, num_layers=1, block_size=16).cuda()  # fmt: skip
+    emb = torch.nn.Embedding(200, h).cuda()
+    g = torch.Generator().manual_seed(0)
+    graphs = []
+    for step in range(10):
+        items = []
+        for length in (200 + 37 * step, 150 + 23 * step):
+            ids = torch.randint(0, 200, (length,), generator=g)
+            mask = torch.rand(length, generator=g) < 0.8
+            items.append({"input_ids": ids, "loss_mask": mask, "anchors": sample_anchors(mask, 8 + step, g)})
+        batch = pad_blocks(collate_blocks(items, 16, 0, pad_id=0), 16, 128)
+        batch = {k: v.cuda() for k, v in batch.items()}
+        b, s = batch["input_ids"].shape
+        kv = drafter.context_kv(
+            torch.randn(b, s, nf * h, device="cuda"), torch.arange(s, device="cuda").expand(b, s)
+        )
+        x = drafter.block_embeddings(batch["block_ids"], emb)
+        pos = batch["block_pos"].flatten(1)
+        flex = drafter(x, pos, kv, flex_block_mask(batch["anchors"], s, 16))
+        dense = drafter(x, pos, kv, dense_block_mask(batch["anchors"], s, 16))
+        assert_close(flex, dense, rtol=2e-3, atol=2e-3)
+        graphs.append(counters["stats"]["unique_graphs"])
+    # the first shapes may compile (static, then dynamic); the last several reuse what was compiled
+    assert graphs[-1] == graphs[4], graphs
+
+
+def test_compiled_nested_head_matches_fp32_reference_values_and_grads():
+    """The compiled head kernels (bf16 matmuls, fp32 statistics) against full fp32 logits, both Domino heads."""
+    from specauf.drafters.head import nested_linear_cross_entropy
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    m, h, r, v = 2500, 256, 32, 32000
+    z = torch.randn(m, h, device="cuda", generator=g, requires_grad=True)
+    c = torch.randn(m, r, device="cuda", generator=g, requires_grad=True)
+    w = torch.randn(v, h, device="cuda", generator=g) * 0.05
+    w2 = (torch.randn(v, r, device="cuda", generator=g) * 0.05).requires_grad_(True)
+    labels = torch.randint(0, v, (m,), device="cuda", generator=g)
+    up = torch.rand(2, m, device="cuda", generator=g)
+    up[:, :700] = 0  # dead rows, skipped by the backward
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        (ce_b, arg_b, _), (ce_f, arg_f, _) = nested_linear_cross_entropy(
+            [z, c], [w, w2], labels, (1, 2), 1024
+        )
+    ((ce_b * up[0]).sum() + (ce_f * up[1]).sum()).backward()
+    got = [t.grad.clone() for t in (z, c, w2)]
+    for t in (z, c, w2):
+        t.grad = None
+    base, final = z @ w.t(), z @ w.t() + c @ w2.t()
+    ref_b = torch.nn.functional.cross_entropy(base, labels, reduction="none")
+    ref_f = torch.nn.functional.cross_entropy(final, labels, reduction="none")
+    ((ref_b * up[0]).sum() + (ref_f * up[1]).sum()).backward()
+    assert_close(ce_b, ref_b, rtol=3e-2, atol=3e-2)
+    assert_close(ce_f, ref_f, rtol=3e-2, atol=3e-2)
+    assert (arg_b == base.argmax(1)).float().mean() > 0.95
+    assert (arg_f == final.argmax(1)).float().mean() > 0.95
+    for a, b in zip(got, (z.grad, c.grad, w2.grad), strict=True):
+        # bf16 matmuls: compare as a whole (relative Frobenius error), not element by element
+        assert (a - b).norm() / b.norm() < 2e-2

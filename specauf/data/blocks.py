@@ -116,7 +116,7 @@ def pad_blocks(batch: dict[str, Tensor], block_size: int, multiple: int) -> dict
     return out
 
 
-def block_mask_mod(anchors: Tensor, seq_len: int, block_size: int) -> Callable[..., Tensor]:
+def block_mask_mod(anchors: Tensor, seq_len: int | Tensor, block_size: int) -> Callable[..., Tensor]:
     """The mask as a function of (batch, head, query, kv) indices, usable by flex_attention and densely."""
 
     def mask_mod(b: Tensor, h: Tensor, q: Tensor, kv: Tensor) -> Tensor:
@@ -146,8 +146,11 @@ def flex_block_mask(anchors: Tensor, seq_len: int, block_size: int):
     from torch.nn.attention.flex_attention import create_block_mask
 
     b, n = anchors.shape
+    # The context length as a tensor, not a Python int the compiled kernel would specialise on (a
+    # recompile for every new length).
+    length = torch.tensor(seq_len, device=anchors.device)
     return create_block_mask(
-        block_mask_mod(anchors, seq_len, block_size),
+        block_mask_mod(anchors, length, block_size),
         B=b,
         H=None,
         Q_LEN=n * block_size,

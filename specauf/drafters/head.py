@@ -15,25 +15,66 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from specauf.drafters.fused import fused
+
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _nested_logits(
-    xs: Sequence[Tensor], ws: Sequence[Tensor], rows: slice | Tensor, prefixes: Sequence[int]
-) -> list[Tensor]:
-    """The logits of every head for `rows`: head k sums the first `prefixes[k]` terms, each term computed once.
+def _ends(prefixes: tuple[int, ...], n: int) -> tuple[bool, ...]:
+    """Which term closes a head. Passed to the compiled functions as bools: torch.compile specialises on
+    bools, whereas ints that change between calls (a second drafter) would turn symbolic."""
+    return tuple(i + 1 in prefixes for i in range(n))
 
-    Softmax statistics in fp32 even under bf16 autocast: a 150k-way logsumexp in bf16 is too coarse.
+
+def _chunk_stats(terms: list[Tensor], labels: Tensor, ends: tuple[bool, ...]) -> tuple[Tensor, ...]:
+    """Per head, for the rows of one chunk: logsumexp, cross-entropy, argmax and the label's rank.
+
+    `terms` are the matmul outputs `x_i @ W_i.T` in the matmul dtype (bf16 under autocast); a head's logits
+    are the sum of the terms up to one that `ends` it, formed in fp32 inside this function — a 150k-way
+    logsumexp in bf16 is too coarse. On CUDA this whole function is one compiled graph, so the [rows × vocab]
+    logits are read a few times in registers instead of once per eager op in fp32 (the head's elementwise
+    work used to take as long as its matmuls).
     """
-    out, logits = [], None
-    for i, (x, w) in enumerate(zip(xs, ws, strict=True)):
-        term = (x[rows] @ w.t()).to(_stat_dtype(x.dtype))
-        logits = term if logits is None else logits + term  # out of place: the shorter head keeps its own
-        if i + 1 in prefixes:
-            out.append(logits)
-    return out
+    stat = _stat_dtype(terms[0].dtype)
+    lse, ce, argmax, rank = [], [], [], []
+    logits = None
+    for term, end in zip(terms, ends, strict=True):
+        logits = term.to(stat) if logits is None else logits + term.to(stat)
+        if end:
+            label_logit = logits.gather(1, labels[:, None]).squeeze(1)
+            lse.append(torch.logsumexp(logits, dim=1))
+            ce.append(lse[-1] - label_logit)
+            argmax.append(logits.argmax(dim=1))
+            rank.append((logits > label_logit[:, None]).sum(dim=1))
+    return torch.stack(lse), torch.stack(ce), torch.stack(argmax), torch.stack(rank)
+
+
+def _chunk_grads(
+    terms: list[Tensor], labels: Tensor, lse: Tensor, grad_ce: Tensor, ends: tuple[bool, ...]
+) -> list[Tensor]:
+    """d loss / d term_i for the rows of one chunk, in the terms' dtype.
+
+    d ce_k / d logits_k = softmax_k − onehot(label), scaled by the upstream gradient of head k; a term's
+    gradient sums the heads that include it. Compiled on CUDA like `_chunk_stats`.
+    """
+    stat = lse.dtype
+    onehot = torch.arange(terms[0].shape[1], device=labels.device) == labels[:, None]
+    heads, logits = [], None
+    for term, end in zip(terms, ends, strict=True):
+        logits = term.to(stat) if logits is None else logits + term.to(stat)
+        if end:
+            k = len(heads)
+            p = torch.exp(logits - lse[k, :, None])
+            heads.append((p - onehot.to(stat)) * grad_ce[k, :, None].to(stat))
+    grads, g = [], None
+    for term, end in zip(reversed(terms), reversed(ends), strict=True):
+        if end:
+            g_k = heads.pop()
+            g = g_k if g is None else g + g_k
+        grads.append(g.to(term.dtype))
+    return grads[::-1]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -46,14 +87,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         lse = torch.empty_like(ce)
         argmax = torch.empty(heads, rows, dtype=torch.long, device=labels.device)
         rank = torch.empty_like(argmax)
+        stats = fused(_chunk_stats, labels.device)
         for start in range(0, rows, chunk_size):
             sl = slice(start, min(start + chunk_size, rows))
-            for k, logits in enumerate(_nested_logits(xs, ws, sl, prefixes)):
-                label_logit = logits.gather(1, labels[sl, None]).squeeze(1)
-                lse[k, sl] = torch.logsumexp(logits, dim=1)
-                ce[k, sl] = lse[k, sl] - label_logit
-                argmax[k, sl] = logits.argmax(dim=1)
-                rank[k, sl] = (logits > label_logit[:, None]).sum(dim=1)
+            terms = [x[sl] @ w.t() for x, w in zip(xs, ws, strict=True)]
+            lse[:, sl], ce[:, sl], argmax[:, sl], rank[:, sl] = stats(terms, labels[sl], _ends(prefixes, n))
         ctx.save_for_backward(labels, lse, *tensors)
         ctx.chunk_size, ctx.n, ctx.prefixes = chunk_size, n, prefixes
         outputs = (*ce.unbind(0), *argmax.unbind(0), *rank.unbind(0))
@@ -73,27 +111,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
             torch.zeros(w.shape, dtype=_stat_dtype(w.dtype), device=w.device) if need else None
             for w, need in zip(ws, need_w, strict=True)
         ]
+        chunk_grads = fused(_chunk_grads, labels.device)
         # Rows with zero upstream gradient in every head (AUF's dead tail, padding) contribute nothing: skip
         # their logits. This is most of the head's backward under AUF, whose support is a fraction of the block.
         live = torch.nonzero(grad_ce.ne(0).any(dim=0)).flatten()
         for start in range(0, live.numel(), chunk_size):
             idx = live[start : start + chunk_size]
-            arange = torch.arange(idx.numel(), device=idx.device)
-            # d ce_k / d logits_k = softmax_k - onehot(label); a term's gradient sums the heads that include it.
-            g_heads = []
-            for k, logits in enumerate(_nested_logits(xs, ws, idx, prefixes)):
-                g = torch.exp(logits.sub_(lse[k, idx, None]))
-                g[arange, labels[idx]] -= 1.0
-                g_heads.append(g.mul_(grad_ce[k, idx, None].to(g.dtype)))
-            g = None
-            for i in reversed(range(n)):
-                if i + 1 in prefixes:
-                    g_k = g_heads[prefixes.index(i + 1)]
-                    g = g_k if g is None else g + g_k
+            x_rows = [x[idx] for x in xs]
+            terms = [x @ w.t() for x, w in zip(x_rows, ws, strict=True)]
+            g_terms = chunk_grads(terms, labels[idx], lse[:, idx], grad_ce[:, idx], _ends(prefixes, n))
+            for i, g in enumerate(g_terms):
+                # In the matmul dtype, as autocast would run these products; weight gradients add up in fp32.
                 if grad_xs[i] is not None:
                     grad_xs[i][idx] = (g.to(ws[i].dtype) @ ws[i]).to(grad_xs[i].dtype)
                 if grad_ws[i] is not None:
-                    grad_ws[i] += g.t() @ xs[i][idx].to(g.dtype)
+                    grad_ws[i] += g.t() @ x_rows[i].to(g.dtype)
         grad_ws = [None if gw is None else gw.to(w.dtype) for gw, w in zip(grad_ws, ws, strict=True)]
         return None, None, None, None, *grad_xs, *grad_ws
 

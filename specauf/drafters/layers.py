@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from specauf.drafters.fused import fused
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -22,10 +24,14 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return fused(_rms_norm, x.device)(x, self.weight, self.eps)
+
+
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
 
 
 class Rotary(nn.Module):
@@ -48,16 +54,26 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def _apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x.float() * cos + _rotate_half(x.float()) * sin).to(x.dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    return fused(_apply_rotary, x.device)(x, cos, sin)
+
+
+def _silu_mul(gate: Tensor, up: Tensor) -> Tensor:
+    return F.silu(gate) * up
 
 
 @functools.cache
 def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
 
-    # flex_attention is only fast compiled; compile once per process.
-    return torch.compile(flex_attention, dynamic=False)
+    # flex_attention is only fast compiled; compile once per process. Automatic dynamic shapes: real batches
+    # vary in context length and block count, and a static compile per shape would hit dynamo's recompile
+    # limit within a few steps and then fall back to eager flex, which materialises every score.
+    return torch.compile(flex_attention)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask) -> Tensor:
@@ -109,7 +125,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(fused(_silu_mul, x.device)(self.gate_proj(x), self.up_proj(x)))
 
 
 class DrafterLayer(nn.Module):

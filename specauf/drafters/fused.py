@@ -1,0 +1,36 @@
+"""Elementwise and reduction work compiled into fused kernels on CUDA; the same functions run eagerly elsewhere.
+
+A drafter step is mostly matmuls, but in eager mode every RMSNorm, rotary embedding, SwiGLU gate and the LM
+head's softmax statistics are a string of separate kernels, each a full pass over memory (on an H100 they took
+about as long as the matmuls). `fused(fn, device)` returns `fn` compiled by torch.compile on CUDA, so that one
+Python function becomes a few fused kernels, forward and backward. On CPU the eager function runs: it is
+what the unit tests check against plain references, and CPU inductor would add compile time for no gain at
+the sizes a CPU run uses.
+
+Set `SPECAUF_COMPILE=0` to run everything eagerly on CUDA too (to debug, or to compare).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable)
+
+
+@functools.cache
+def _compiled(fn: F) -> F:
+    # Automatic dynamic shapes: the first shape compiles static; a second one makes the changed sizes
+    # symbolic, so the varying numbers of rows and blocks of real batches do not recompile each step.
+    return torch.compile(fn)
+
+
+def fused(fn: F, device: torch.device) -> F:
+    """`fn` compiled when it runs on CUDA (unless SPECAUF_COMPILE=0), else `fn` itself."""
+    if device.type == "cuda" and os.environ.get("SPECAUF_COMPILE", "1") != "0":
+        return _compiled(fn)
+    return fn
