@@ -10,6 +10,7 @@ autoregressive decoding: the baseline speedups are measured against.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,11 @@ class SpeculativeDecoder:
     block layout it was trained on). `temperature=0` is greedy; above 0 the target samples its own token at
     every verified position (temperature, then nucleus `top_p`) from a generator seeded with `seed`, and a
     draft counts as accepted only if it equals that sample, so the output is distributed as the target's.
+
+    Every cycle verifies a whole block (the anchor and D drafts; the last one's surplus is simply not
+    emitted), into a preallocated KV cache: the verify step has one shape, so on CUDA it is compiled and
+    replayed as a CUDA graph (`compile`, default on for CUDA unless SPECAUF_COMPILE=0). A small target is
+    launch-bound there: a graph replay removes the per-kernel launch cost of its many small kernels.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class SpeculativeDecoder:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int = 0,
+        compile: bool | None = None,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
@@ -108,6 +115,13 @@ class SpeculativeDecoder:
         self.num_drafted = 0 if self.drafter is None else int(self.drafter.num_drafted)
         self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
         self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
+        if compile is None:
+            compile = target.device.type == "cuda" and os.environ.get("SPECAUF_COMPILE", "1") != "0"
+        if compile and target.device.type != "cuda":
+            raise ValueError(
+                "compile=True replays the verify step as a CUDA graph: it needs the target on CUDA"
+            )
+        self.compile = bool(compile)
 
     @property
     def max_tau(self) -> int:
@@ -141,8 +155,11 @@ class SpeculativeDecoder:
 
         _sync(device)
         start = time.perf_counter()
+        # Room for the prompt, the budget and one whole block past it (the last block's surplus).
+        cache = target.new_cache(max_length=prompt_len + max_new_tokens + self.num_drafted + 1)
+        compiled = self.compile and target.cache_is_static(cache)
         # Logits of the last prompt position only (a long prompt × vocabulary is large); features of all.
-        logits, features, cache = target.step(ids, None, logits_to_keep=1)
+        logits, features, cache = target.step(ids, cache, logits_to_keep=1)
         anchor = self._choose(logits[0, -1:])  # [1], stays on the device
         ctx_kv = None
         if drafter is not None:
@@ -155,27 +172,28 @@ class SpeculativeDecoder:
             return result
 
         lm_head = target.lm_head_weight if drafter is not None else None
+        m = self.num_drafted
         p = prompt_len  # position of the anchor; the target cache and ctx_kv hold positions < p
         start = time.perf_counter()
         while True:
-            # Never draft past the budget: a cycle emits at most m + 1 tokens.
-            m = min(self.num_drafted, max_new_tokens - len(result.tokens) - 1)
             if m > 0:
                 pos = torch.arange(p, p + 1, device=device)  # made on the device: no host-to-device copy
-                drafts = drafter.draft(anchor, pos, ctx_kv, target.embed, lm_head)[0, :m]
+                drafts = drafter.draft(anchor, pos, ctx_kv, target.embed, lm_head)[0]
                 block = torch.cat([anchor, drafts.to(anchor.dtype)])
             else:
                 block = anchor
-            logits, features, cache = target.step(block[None], cache)
+            logits, features, cache = target.step(block[None], cache, compiled=compiled)
             choices = self._choose(logits[0])  # c_i: the target's token at position p + i + 1
+            del logits  # in the CUDA graph's memory when compiled: the next replay overwrites it
             # The one host sync of the cycle: drafts and choices together.
             host = (torch.cat([block[1:], choices]) if m > 0 else choices).tolist()
             d, c = host[:m], host[m:]
             a = 0
             while a < m and d[a] == c[a]:
                 a += 1
-            # Accepted drafts equal the target's choices, so the emitted tokens are c_0..c_a.
-            emitted = c[: a + 1]
+            # Accepted drafts equal the target's choices, so the emitted tokens are c_0..c_a; never more than
+            # the budget (the same tokens a cycle that drafted only up to the budget would emit).
+            emitted = c[: a + 1][: max_new_tokens - len(result.tokens)]
             stop = next((i for i, t in enumerate(emitted) if t in eos), None)
             if stop is not None:
                 emitted = emitted[: stop + 1]  # keep the EOS, drop what follows (it would not be decoded)

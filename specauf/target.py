@@ -17,7 +17,15 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, LlamaConfig, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    LlamaConfig,
+    PreTrainedModel,
+    StaticCache,
+)
+from transformers.cache_utils import StaticLayer
 
 from specauf.assets import cache_dir, fetch_pypi_file, sha256_of
 from specauf.tiny import tiny_tokenizer
@@ -182,46 +190,117 @@ class Target(torch.nn.Module):
 
     # --- decoding ----------------------------------------------------------------------------------------
 
-    def new_cache(self) -> DynamicCache:
-        """An empty KV cache for `step`."""
-        return DynamicCache(config=self.model.config)
+    def new_cache(self, max_length: int | None = None) -> DynamicCache | StaticKVCache:
+        """An empty KV cache for `step`: growing (DynamicCache), or preallocated for `max_length` positions.
+
+        The static one is what the decoder uses: its tensors never move, so a compiled verify step can replay
+        as a CUDA graph, and a rollback is a length reset instead of a copy. Models with sliding-window or
+        other non-plain attention layers get the growing cache either way (a ring buffer cannot roll back).
+        """
+        if max_length is None:
+            return DynamicCache(config=self.model.config)
+        cache = StaticKVCache(self.model.config, max_length)
+        if any(type(layer) is not StaticLayer for layer in cache.layers):
+            return DynamicCache(config=self.model.config)
+        return cache
 
     @staticmethod
-    def cache_length(past_key_values: DynamicCache | None) -> int:
+    def cache_is_static(past_key_values: object) -> bool:
+        return isinstance(past_key_values, StaticKVCache)
+
+    @staticmethod
+    def cache_length(past_key_values: DynamicCache | StaticKVCache | None) -> int:
         """How many positions the cache holds (0 for None)."""
-        return 0 if past_key_values is None else int(past_key_values.get_seq_length())
+        if past_key_values is None:
+            return 0
+        if isinstance(past_key_values, StaticKVCache):
+            return past_key_values.length
+        return int(past_key_values.get_seq_length())
 
     @torch.no_grad()
     def step(
-        self, input_ids: Tensor, past_key_values: DynamicCache | None = None, logits_to_keep: int = 0
-    ) -> tuple[Tensor, Tensor, DynamicCache]:
+        self,
+        input_ids: Tensor,
+        past_key_values: DynamicCache | StaticKVCache | None = None,
+        logits_to_keep: int = 0,
+        compiled: bool = False,
+    ) -> tuple[Tensor, Tensor, DynamicCache | StaticKVCache]:
         """Run the full LM on new tokens after the cached ones: `(logits, features, cache)`.
 
         Positions continue from the cache length. `logits` are [b, s, V] for every given token (or the last
         `logits_to_keep` when > 0, e.g. 1 after a long prefill); `features` are those tokens' context
         features [b, s, n·H]; the cache is updated in place and returned. Unpadded batches only.
+
+        `compiled=True` (a static cache on CUDA) runs the forward compiled into CUDA graphs, one per input
+        length: for the short fixed-length verify steps of decoding, where a small target spends its time
+        launching kernels. The logits then live in the graph's memory until the next compiled step.
         """
         if past_key_values is None:
             past_key_values = self.new_cache()
-        out = self.model(
+        static = isinstance(past_key_values, StaticKVCache)
+        if static and past_key_values.length + input_ids.shape[1] > past_key_values.max_length:
+            raise ValueError(
+                f"the static KV cache holds {past_key_values.max_length} positions: {past_key_values.length} "
+                f"cached + {input_ids.shape[1]} new do not fit; make the cache with a larger max_length"
+            )
+        forward = self.model
+        if compiled:
+            if not static:
+                raise ValueError("compiled steps need a static cache: new_cache(max_length=...)")
+            forward = self._compiled_forward()
+            torch.compiler.cudagraph_mark_step_begin()
+        out = forward(
             input_ids=input_ids,
             past_key_values=past_key_values,
             use_cache=True,
             output_hidden_states=True,
             logits_to_keep=logits_to_keep,
         )
-        return out.logits, self._select(out.hidden_states), out.past_key_values
+        if static:
+            past_key_values.length += input_ids.shape[1]
+        return out.logits, self._select(out.hidden_states), past_key_values
 
-    def crop_cache(self, past_key_values: DynamicCache, length: int) -> DynamicCache:
+    def _compiled_forward(self):
+        # Kept out of the module's attributes (a compiled callable is not a submodule), made once per Target.
+        if "_compiled" not in self.__dict__:
+            self.__dict__["_compiled"] = torch.compile(self.model, mode="reduce-overhead", dynamic=False)
+        return self.__dict__["_compiled"]
+
+    def crop_cache(
+        self, past_key_values: DynamicCache | StaticKVCache, length: int
+    ) -> DynamicCache | StaticKVCache:
         """Keep the first `length` positions of the cache (rolls back rejected drafts); returns it."""
         current = self.cache_length(past_key_values)
         if not 0 <= length <= current:
             raise ValueError(f"cannot crop a cache of length {current} to {length}")
-        if length < current:
+        if isinstance(past_key_values, StaticKVCache):
+            past_key_values.rollback(length)
+        elif length < current:
             # A negative count means "remove that many" in every transformers version; a positive one meant
             # "keep that many" before 5.x and is an error since, and crop(0) means opposite things in the two.
             past_key_values.crop(length - current)
         return past_key_values
+
+
+class StaticKVCache(StaticCache):
+    """transformers' StaticCache, with its length also kept on the host and a rollback.
+
+    The tensors are preallocated for `max_length` positions and written at the layer's running length; a
+    rollback only resets that length, in place on the device (no copy, no sync; the addresses a CUDA graph
+    captured stay valid). Entries past the length are stale but never read: the causal mask starts at the
+    length. The host copy answers length checks without waiting for the GPU.
+    """
+
+    def __init__(self, config, max_length: int) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        super().__init__(config=config, max_cache_len=max_length)
+        self.max_length, self.length = max_length, 0
+
+    def rollback(self, length: int) -> None:
+        for layer in self.layers:
+            layer.cumulative_length.fill_(length)
+        self.length = length
 
 
 # --- factories -------------------------------------------------------------------------------------------

@@ -154,3 +154,18 @@ def test_compiled_nested_head_matches_fp32_reference_values_and_grads():
     for a, b in zip(got, (z.grad, c.grad, w2.grad), strict=True):
         # bf16 matmuls: compare as a whole (relative Frobenius error), not element by element
         assert (a - b).norm() / b.norm() < 2e-2
+
+
+def test_compiled_decoding_equals_plain_greedy_on_cuda():
+    """The verify step replayed as a CUDA graph, with rollbacks of the static cache between replays, emits
+    exactly plain greedy decoding's tokens (an untrained drafter: rejections and rollbacks; and AR)."""
+    from specauf.decoding import SpeculativeDecoder, plain_greedy
+
+    target = tiny_random().cuda()
+    drafter = DFlashDrafter.from_target(target, num_layers=1, block_size=8).cuda().eval()
+    ids = torch.randint(0, 250, (1, 21), generator=torch.Generator().manual_seed(3))
+    want = plain_greedy(target, ids, 40, eos_ids=[])
+    for decoder in (SpeculativeDecoder(target, drafter), SpeculativeDecoder(target, None)):
+        assert decoder.compile
+        for _ in range(2):  # the second run replays the graphs recorded by the first
+            assert decoder.generate(ids, 40, eos_ids=[]).tokens == want

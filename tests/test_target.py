@@ -143,11 +143,18 @@ def test_step_incremental_equals_full_forward(target):
     assert_close(torch.cat(got_feats, 1), ref_feats, **TOL)
 
 
-def test_step_block_then_crop_and_restep(target):
+def new_cache(target: Target, kind: str):
+    """None lets `step` make the growing cache; "static" is the decoder's preallocated one."""
+    return target.new_cache(max_length=48) if kind == "static" else None
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_step_block_then_crop_and_restep(target, kind):
     """The decoder's cycle: verify a block, roll back the rejected tail, go on from the accepted prefix."""
     ids = random_ids(1, 30)
     ref_logits, ref_feats = full_forward(target, ids)
-    _, _, cache = target.step(ids[:, :12])
+    _, _, cache = target.step(ids[:, :12], new_cache(target, kind))
+    assert target.cache_is_static(cache) == (kind == "static")
 
     wrong = (ids[:, 12:20] + 7) % 259  # a block of 8 drafts of which only the first 3 are "accepted"
     wrong[:, :3] = ids[:, 12:15]
@@ -163,6 +170,18 @@ def test_step_block_then_crop_and_restep(target):
     assert_close(feats, ref_feats[:, 15:30], **TOL)
 
 
+def test_static_cache_overflow_names_the_fix(target):
+    _, _, cache = target.step(random_ids(1, 40), target.new_cache(max_length=48))
+    with pytest.raises(ValueError, match="max_length"):
+        target.step(random_ids(1, 9), cache)
+    assert target.cache_length(cache) == 40  # the failed step wrote nothing
+
+
+def test_compiled_step_needs_a_static_cache(target):
+    with pytest.raises(ValueError, match="static cache"):
+        target.step(random_ids(1, 4), compiled=True)
+
+
 def test_step_logits_to_keep_and_batch(target):
     ids = random_ids(3, 9)
     ref_logits, ref_feats = full_forward(target, ids)
@@ -172,18 +191,20 @@ def test_step_logits_to_keep_and_batch(target):
     assert_close(feats, ref_feats, **TOL)
 
 
-def test_crop_cache_edges(target):
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_crop_cache_edges(target, kind):
     ids = random_ids(1, 6)
     ref_logits, _ = full_forward(target, ids)
-    _, _, cache = target.step(ids[:, :4])
+    _, _, cache = target.step(ids[:, :4], new_cache(target, kind))
     assert target.cache_length(target.crop_cache(cache, 4)) == 4  # nothing to remove: a no-op
     assert target.cache_length(target.crop_cache(cache, 0)) == 0  # everything: starts over
     logits, _, cache = target.step(ids, cache)
     assert_close(logits, ref_logits, **TOL)
 
 
-def test_crop_cache_rejects_bad_length(target):
-    _, _, cache = target.step(random_ids(1, 4))
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_crop_cache_rejects_bad_length(target, kind):
+    _, _, cache = target.step(random_ids(1, 4), new_cache(target, kind))
     with pytest.raises(ValueError):
         target.crop_cache(cache, 5)
     with pytest.raises(ValueError):
