@@ -122,6 +122,22 @@ class SpeculativeDecoder:
                 "compile=True replays the verify step as a CUDA graph: it needs the target on CUDA"
             )
         self.compile = bool(compile)
+        self._kv_cache = None
+
+    def _cache(self, needed: int):
+        """An empty static KV cache with room for `needed` positions, reused across `generate` calls.
+
+        Its size is a bucket (a power of two, at least 1024), not the exact need: the compiled verify step
+        specialises on the cache's shape, so a new size per prompt would recompile the target every time.
+        """
+        size = max(1024, 1 << (needed - 1).bit_length())
+        cache = self._kv_cache
+        if cache is None or cache.max_length < needed:
+            cache = self.target.new_cache(max_length=size)
+            if not self.target.cache_is_static(cache):
+                return cache  # a growing cache (sliding-window models): a fresh one per call
+            self._kv_cache = cache
+        return self.target.crop_cache(cache, 0)
 
     @property
     def max_tau(self) -> int:
@@ -156,7 +172,7 @@ class SpeculativeDecoder:
         _sync(device)
         start = time.perf_counter()
         # Room for the prompt, the budget and one whole block past it (the last block's surplus).
-        cache = target.new_cache(max_length=prompt_len + max_new_tokens + self.num_drafted + 1)
+        cache = self._cache(prompt_len + max_new_tokens + self.num_drafted + 1)
         compiled = self.compile and target.cache_is_static(cache)
         # Logits of the last prompt position only (a long prompt × vocabulary is large); features of all.
         logits, features, cache = target.step(ids, cache, logits_to_keep=1)

@@ -346,3 +346,15 @@ def test_smollm2_speculative_equals_plain_greedy():
         result = SpeculativeDecoder(target, oracle).generate(ids, 48, eos_ids=[])
         assert result.tokens == ref, describe_mismatch(target, ids, result.tokens, ref)
         assert result.accepted == [15, 15, 14]  # 1 + 16 + 16 + 15 = 48 tokens
+
+
+def test_one_static_cache_serves_every_prompt(target, prompts, references):
+    """The decoder keeps one preallocated cache (a fixed shape for the compiled verify step): rolled back to
+    empty for each prompt, it still decodes every prompt exactly."""
+    decoder = SpeculativeDecoder(target, random_drafter(target, 5, 0))
+    first = decoder.generate(prompts[0], NEW, eos_ids=[])
+    cache = decoder._kv_cache
+    assert target.cache_is_static(cache) and cache.max_length == 1024
+    for ids, ref in zip(prompts[:3], references[:3], strict=True):
+        assert decoder.generate(ids, NEW, eos_ids=[]).tokens == ref
+    assert decoder._kv_cache is cache and first.tokens == references[0]
