@@ -10,7 +10,7 @@ autoregressive decoding: the baseline speedups are measured against.
 
 from __future__ import annotations
 
-import os
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +18,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from specauf.drafters.fused import compile_enabled, eager
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +76,90 @@ def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
     return probs * keep
 
 
+class _DraftState:
+    """The drafter's side of decoding, with fixed shapes: its context keys/values in preallocated buffers and
+    one step per cycle — append the verified block's keys/values, draft the next block — that on CUDA is
+    captured once as a CUDA graph and replayed (`graph=True`), since a drafter's few small layers are
+    otherwise launch-bound.
+
+    Every cycle appends the keys/values of the whole verified block at the anchor's position; only the
+    accepted rows count, by the context length that masks the rest (stale rows are overwritten next cycle).
+    """
+
+    def __init__(self, drafter: torch.nn.Module, target: Any, max_length: int, block_len: int, graph: bool):
+        self.drafter, self.embed, self.lm_head = drafter, target.embed, target.lm_head_weight
+        self.max_length, self.block_len, self.graph_enabled = max_length, block_len, graph
+        self.kv: list[tuple[Tensor, Tensor]] | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def prefill(self, features: Tensor) -> None:
+        """Write the prompt's context keys/values (positions 0..P−1); allocate the buffers on first use."""
+        length = features.shape[1]
+        device = features.device
+        ctx = self.drafter.context_kv(features, torch.arange(length, device=device)[None])
+        if self.kv is None:
+            self.kv = [
+                (k.new_zeros(1, k.shape[1], self.max_length, k.shape[3]), v.new_zeros(1, v.shape[1], self.max_length, v.shape[3]))
+                for k, v in ctx
+            ]  # fmt: skip
+            self.features = features.new_zeros(1, self.block_len, features.shape[2])
+            self.write_pos = torch.zeros(1, dtype=torch.long, device=device)
+            self.length = torch.zeros(1, dtype=torch.long, device=device)
+            self.anchor = torch.zeros(1, dtype=torch.long, device=device)
+            self.offsets = torch.arange(self.block_len, device=device)
+            self.key_index = torch.arange(self.max_length, device=device)
+        for (k_buf, v_buf), (k, v) in zip(self.kv, ctx, strict=True):
+            k_buf[:, :, :length] = k
+            v_buf[:, :, :length] = v
+
+    def first(self, anchor: Tensor, length: int) -> Tensor:
+        """The first draft after the prefill: nothing verified yet, so the appended block is zeros (stale)."""
+        return self.cycle(self.features.new_zeros(self.features.shape), length, length, anchor)
+
+    def cycle(self, features: Tensor, write_pos: int, length: int, anchor: Tensor) -> Tensor:
+        """Append `features` [1, block_len, F] at `write_pos`, keep `length` context rows, draft from
+        `anchor` (at position `length`). The drafts [D] live in the graph's memory until the next cycle."""
+        self.features.copy_(features)
+        self.write_pos.fill_(write_pos)
+        self.length.fill_(length)
+        self.anchor.copy_(anchor)
+        if self.graph_enabled and self.graph is None:
+            self._capture()
+        if self.graph is not None:
+            self.graph.replay()
+            return self.drafts
+        return self._step()
+
+    def _step(self) -> Tensor:
+        positions = self.write_pos + self.offsets
+        for (k_buf, v_buf), (k, v) in zip(
+            self.kv, self.drafter.context_kv(self.features, positions[None]), strict=True
+        ):
+            k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
+            v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
+        visible = self.key_index < self.length
+        return self.drafter.draft(
+            self.anchor, self.length, self.kv, self.embed, self.lm_head, context_mask=visible
+        )[0]
+
+    def _capture(self) -> None:
+        try:
+            with eager():  # inside a graph, fusing saves no launches; plain ops capture most simply
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(2):  # warm-up: lazy initialisations happen outside the capture
+                        self._step()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.drafts = self._step()
+            self.graph = graph
+        except RuntimeError as err:  # an op that cannot be captured: draft eagerly, still correct
+            log.warning("drafting without a CUDA graph (capture failed: %s)", err)
+            self.graph_enabled = False
+
+
 class SpeculativeDecoder:
     """Batch-1 speculative decoding of `target` with a block `drafter` (DESIGN §6).
 
@@ -116,28 +204,34 @@ class SpeculativeDecoder:
         self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
         self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
         if compile is None:
-            compile = target.device.type == "cuda" and os.environ.get("SPECAUF_COMPILE", "1") != "0"
+            compile = target.device.type == "cuda" and compile_enabled()
         if compile and target.device.type != "cuda":
             raise ValueError(
                 "compile=True replays the verify step as a CUDA graph: it needs the target on CUDA"
             )
         self.compile = bool(compile)
-        self._kv_cache = None
+        self._kv_cache, self._draft_state = None, None
 
-    def _cache(self, needed: int):
-        """An empty static KV cache with room for `needed` positions, reused across `generate` calls.
+    def _caches(self, needed: int) -> tuple[Any, _DraftState | None]:
+        """Empty caches with room for `needed` positions, the target's and the drafter's, reused across calls.
 
-        Its size is a bucket (a power of two, at least 1024), not the exact need: the compiled verify step
-        specialises on the cache's shape, so a new size per prompt would recompile the target every time.
+        Their size is a bucket (a power of two, at least 1024), not the exact need: the compiled verify step
+        and the captured draft specialise on it, so a new size per prompt would recompile every time.
         """
         size = max(1024, 1 << (needed - 1).bit_length())
         cache = self._kv_cache
         if cache is None or cache.max_length < needed:
             cache = self.target.new_cache(max_length=size)
             if not self.target.cache_is_static(cache):
-                return cache  # a growing cache (sliding-window models): a fresh one per call
-            self._kv_cache = cache
-        return self.target.crop_cache(cache, 0)
+                # a growing cache (sliding-window models): a fresh one per call
+                return cache, self._new_draft_state(size)
+            self._kv_cache, self._draft_state = cache, self._new_draft_state(size)
+        return self.target.crop_cache(cache, 0), self._draft_state
+
+    def _new_draft_state(self, size: int) -> _DraftState | None:
+        if self.drafter is None:
+            return None
+        return _DraftState(self.drafter, self.target, size, self.num_drafted + 1, graph=self.compile)
 
     @property
     def max_tau(self) -> int:
@@ -163,7 +257,7 @@ class SpeculativeDecoder:
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        target, drafter = self.target, self.drafter
+        target = self.target
         device = target.device
         eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
         ids = _as_ids(prompt_ids, device)
@@ -172,32 +266,25 @@ class SpeculativeDecoder:
         _sync(device)
         start = time.perf_counter()
         # Room for the prompt, the budget and one whole block past it (the last block's surplus).
-        cache = self._cache(prompt_len + max_new_tokens + self.num_drafted + 1)
+        cache, state = self._caches(prompt_len + max_new_tokens + self.num_drafted + 1)
         compiled = self.compile and target.cache_is_static(cache)
         # Logits of the last prompt position only (a long prompt × vocabulary is large); features of all.
         logits, features, cache = target.step(ids, cache, logits_to_keep=1)
         anchor = self._choose(logits[0, -1:])  # [1], stays on the device
-        ctx_kv = None
-        if drafter is not None:
-            positions = torch.arange(prompt_len, device=device)[None]
-            ctx_kv = drafter.extend_context_kv(None, features, positions)
+        if state is not None:
+            state.prefill(features)
         first = int(anchor.item())
         _sync(device)
         result = DecodeResult(tokens=[first], prefill_seconds=time.perf_counter() - start)
         if first in eos or max_new_tokens == 1:
             return result
 
-        lm_head = target.lm_head_weight if drafter is not None else None
         m = self.num_drafted
-        p = prompt_len  # position of the anchor; the target cache and ctx_kv hold positions < p
+        p = prompt_len  # position of the anchor; the target cache and the drafter's hold positions < p
         start = time.perf_counter()
+        drafts = state.first(anchor, p) if state is not None else None
         while True:
-            if m > 0:
-                pos = torch.arange(p, p + 1, device=device)  # made on the device: no host-to-device copy
-                drafts = drafter.draft(anchor, pos, ctx_kv, target.embed, lm_head)[0]
-                block = torch.cat([anchor, drafts.to(anchor.dtype)])
-            else:
-                block = anchor
+            block = torch.cat([anchor, drafts.to(anchor.dtype)]) if m > 0 else anchor
             logits, features, cache = target.step(block[None], cache, compiled=compiled)
             choices = self._choose(logits[0])  # c_i: the target's token at position p + i + 1
             del logits  # in the CUDA graph's memory when compiled: the next replay overwrites it
@@ -219,10 +306,9 @@ class SpeculativeDecoder:
                 break
             # Keep the anchor and the accepted drafts; the bonus c_a is the next anchor, not yet in the cache.
             target.crop_cache(cache, p + a + 1)
-            if drafter is not None:
-                positions = torch.arange(p, p + a + 1, device=device)[None]
-                ctx_kv = drafter.extend_context_kv(ctx_kv, features[:, : a + 1], positions)
             anchor = choices[a : a + 1]
+            if state is not None:
+                drafts = state.cycle(features, p, p + a + 1, anchor)
             p += a + 1
         _sync(device)
         result.decode_seconds = time.perf_counter() - start

@@ -69,18 +69,22 @@ class ScriptedDrafter(DFlashDrafter):
         self.draft_calls = 0
         return self
 
-    def draft(self, anchor_ids, anchor_pos, ctx_kv, embed, lm_head_weight):
+    def draft(self, anchor_ids, anchor_pos, ctx_kv, embed, lm_head_weight, context_mask=None):
         self.draft_calls += 1
         p, anchor = int(anchor_pos[0]), int(anchor_ids[0])
-        assert ctx_kv[0][0].shape[2] == p, "context cache must hold exactly the positions < anchor"
+        # the visible context must be exactly the positions < anchor
+        visible = (
+            torch.ones(ctx_kv[0][0].shape[2], dtype=torch.bool) if context_mask is None else context_mask
+        )
+        assert visible[:p].all() and not visible[p:].any(), "context must be exactly the positions < anchor"
         if self.check is not None:
             assert anchor == self.script[p], f"anchor at {p} is {anchor}, committed token is {self.script[p]}"
             feats = self.check.features(torch.tensor([self.script[:p]]))
             for (k, v), (k_ref, v_ref) in zip(
                 ctx_kv, self.context_kv(feats, torch.arange(p)[None]), strict=True
             ):
-                assert_close(k, k_ref, rtol=1e-4, atol=1e-4)
-                assert_close(v, v_ref, rtol=1e-4, atol=1e-4)
+                assert_close(k[:, :, :p], k_ref, rtol=1e-4, atol=1e-4)
+                assert_close(v[:, :, :p], v_ref, rtol=1e-4, atol=1e-4)
         vocab = lm_head_weight.shape[0]
         out = []
         for j in range(self.num_drafted):

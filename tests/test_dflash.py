@@ -100,3 +100,28 @@ def test_next_token_alignment_drafts_every_slot():
     assert drafter.num_drafted == 4
     with pytest.raises(ValueError, match="label_offset"):
         tiny_drafter(label_offset=2)
+
+
+@pytest.mark.parametrize("mask_token_id", [None, 5])
+def test_masked_static_context_equals_exact_context(mask_token_id):
+    """The decoder's preallocated context cache: rows past the length hold stale keys/values that
+    `context_mask` hides; the draft equals one over a cache holding exactly the visible rows."""
+    drafter = tiny_drafter(mask_token_id=mask_token_id)
+    emb = torch.nn.Embedding(V, H).double()
+    s, room = 13, 40
+    kv = drafter.context_kv(torch.randn(1, s, NF * H, dtype=torch.float64), torch.arange(s)[None])
+    padded = []
+    for k, v in kv:
+        stale = torch.randn(1, k.shape[1], room, k.shape[3], dtype=torch.float64) * 5
+        k_buf, v_buf = stale.clone(), stale.clone()
+        k_buf[:, :, :s], v_buf[:, :, :s] = k, v
+        padded.append((k_buf, v_buf))
+    anchor, pos = torch.tensor([7]), torch.tensor([s])
+    visible = torch.arange(room) < s
+    exact = drafter.draft_hidden(anchor, pos, kv, emb)
+    masked = drafter.draft_hidden(anchor, pos, padded, emb, context_mask=visible)
+    assert_close(masked, exact)
+    assert torch.equal(
+        drafter.draft(anchor, pos, padded, emb, emb.weight, context_mask=visible),
+        drafter.draft(anchor, pos, kv, emb, emb.weight),
+    )

@@ -112,18 +112,6 @@ class DFlashDrafter(nn.Module):
         cos, sin = self.rotary(positions)
         return [layer.self_attn.context_kv(ctx, cos, sin) for layer in self.layers]
 
-    def extend_context_kv(
-        self, ctx_kv: list[tuple[Tensor, Tensor]] | None, features: Tensor, positions: Tensor
-    ) -> list[tuple[Tensor, Tensor]]:
-        """Append the keys/values of newly committed tokens to a decoding-time context cache."""
-        new = self.context_kv(features, positions)
-        if ctx_kv is None:
-            return new
-        return [
-            (torch.cat([k0, k1], dim=2), torch.cat([v0, v1], dim=2))
-            for (k0, v0), (k1, v1) in zip(ctx_kv, new, strict=True)
-        ]
-
     def block_embeddings(self, block_ids: Tensor, embed: Callable[[Tensor], Tensor]) -> Tensor:
         """[b, N, B] ids (slot 0 = anchor; other slots ignored) → embeddings [b, N·B, H]."""
         b, n, bs = block_ids.shape
@@ -158,13 +146,15 @@ class DFlashDrafter(nn.Module):
         ctx_kv: list[tuple[Tensor, Tensor]],
         embed: Callable[[Tensor], Tensor],
         lm_head_weight: Tensor,
+        context_mask: Tensor | None = None,
     ) -> Tensor:
         """Greedy draft of one block per row: anchors [b] at positions [b] → drafted token ids [b, D].
 
         Every context position in `ctx_kv` is visible (the decoder only holds committed tokens before the
-        anchor), so no mask is needed. Drafted token j sits at position anchor + j + 1.
+        anchor), unless `context_mask` [S] (True = visible) says otherwise: a preallocated context cache
+        holds stale rows past its length. Drafted token j sits at position anchor + j + 1.
         """
-        h = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed)
+        h = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed, context_mask)
         return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
 
     def draft_hidden(
@@ -173,13 +163,19 @@ class DFlashDrafter(nn.Module):
         anchor_pos: Tensor,
         ctx_kv: list[tuple[Tensor, Tensor]],
         embed: Callable[[Tensor], Tensor],
+        context_mask: Tensor | None = None,
     ) -> Tensor:
         """The parallel pass of a draft: hidden states of the drafted slots of one block per row, [b, D, H]."""
         b = anchor_ids.shape[0]
         block_ids = anchor_ids.new_zeros(b, 1, self.block_size)
         block_ids[:, 0, 0] = anchor_ids
         pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
-        hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, None)
+        mask = None
+        if context_mask is not None:
+            # the block's own keys are all visible to each other (DESIGN.md §2)
+            block = context_mask.new_ones(self.block_size)
+            mask = torch.cat([context_mask, block])[None, None, None, :]
+        hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, mask)
         return self.drafted_hidden(hidden)[:, 0]
 
     def predict(

@@ -134,9 +134,10 @@ class DominoDrafter(DFlashDrafter):
         ctx_kv: list[tuple[Tensor, Tensor]],
         embed: Callable[[Tensor], Tensor],
         lm_head_weight: Tensor,
+        context_mask: Tensor | None = None,
     ) -> Tensor:
         """One parallel backbone pass, then the sequential head: token k+1 from base + correction."""
-        z = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed)
+        z = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed, context_mask)
         base_logits = z @ lm_head_weight.t().to(z.dtype)  # [b, D, V]
         tokens = []
         state = None

@@ -12,9 +12,11 @@ Set `SPECAUF_COMPILE=0` to run everything eagerly on CUDA too (to debug, or to c
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
@@ -29,8 +31,26 @@ def _compiled(fn: F) -> F:
     return torch.compile(fn)
 
 
+_EAGER = contextvars.ContextVar("specauf_eager", default=False)
+
+
+def compile_enabled() -> bool:
+    """False when SPECAUF_COMPILE=0."""
+    return os.environ.get("SPECAUF_COMPILE", "1") != "0"
+
+
 def fused(fn: F, device: torch.device) -> F:
-    """`fn` compiled when it runs on CUDA (unless SPECAUF_COMPILE=0), else `fn` itself."""
-    if device.type == "cuda" and os.environ.get("SPECAUF_COMPILE", "1") != "0":
+    """`fn` compiled when it runs on CUDA (unless SPECAUF_COMPILE=0 or inside `eager()`), else `fn` itself."""
+    if device.type == "cuda" and compile_enabled() and not _EAGER.get():
         return _compiled(fn)
     return fn
+
+
+@contextlib.contextmanager
+def eager() -> Iterator[None]:
+    """Run the plain functions: for code captured whole into a CUDA graph, where fusing saves no launches."""
+    token = _EAGER.set(True)
+    try:
+        yield
+    finally:
+        _EAGER.reset(token)
