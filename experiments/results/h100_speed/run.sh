@@ -2,6 +2,9 @@
 # Speed figures on one H100 (issue #7 parts 1 and 2), all in one background job:
 #   training-step benchmark at the reference shapes and the SmolLM2 setup; a short real DFlash training
 #   (compiled, then 100 steps eager for the step rate); decoding speed compiled vs eager with that drafter.
+# The decoding part did not finish here (the code then sized the compiled verify step's cache per prompt and
+# recompiled for every prompt; fixed since) and the machine's time ran out: decoding figures are in
+# ../h100_decode/. Inputs: as in ../h200x2_smollm2_repro/run.sh.
 # Usage: bash speed.sh <repo root> <out dir>
 set -u
 cd "$1"
