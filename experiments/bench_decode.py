@@ -60,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub", action="store_true", help="allow the Hugging Face hub as a data source")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--out", type=Path, default=None, help="also write eval.json / eval.md here")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile one speculative decode of the first prompt: the N most expensive ops",
+    )
     return parser.parse_args(argv)  # fmt: skip
 
 
@@ -75,6 +82,33 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, object]:
     drafter = DFlashDrafter.from_target(target, num_layers=args.num_layers, block_size=args.block_size)
     target.to(device=device, dtype=dtype)
     return drafter.to(device=device, dtype=dtype).eval(), target
+
+
+def profile_one(target, drafter, suite: BenchmarkSuite, args: argparse.Namespace) -> None:
+    """Where a speculative decode's time goes: one prompt, after an untimed warm-up run, under the profiler.
+
+    Sorted by host time: on a GPU a small target is launch-bound, so the host side is what to cut.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from specauf.decoding import SpeculativeDecoder
+    from specauf.evaluate import chat_prompt_ids
+
+    first = next(p[0] for p in suite.load().values() if p)
+    ids = chat_prompt_ids(target.tokenizer, [{"role": "user", "content": first.turns[0]}])
+    decoder = SpeculativeDecoder(target, drafter, temperature=args.temperature, seed=args.seed)
+    decoder.generate(ids, args.max_new_tokens, eos_ids=[])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if target.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        result = decoder.generate(ids, args.max_new_tokens, eos_ids=[])
+    print(
+        f"profiled: {result.num_cycles} cycles, {result.decode_seconds * 1e3 / result.num_cycles:.2f} ms each"
+    )
+    print(
+        prof.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=args.profile, max_name_column_width=60
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f"speculative {spec_rate:.1f} tokens/s, autoregressive {ar_rate:.1f} tokens/s, "
         f"speedup {spec_rate / ar_rate:.2f}x"
     )
+    if args.profile:
+        profile_one(target, drafter, suite, args)
     mismatches = sum(b.get("greedy_mismatches", 0) for b in benches)
     if mismatches:
         print(

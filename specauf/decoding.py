@@ -215,10 +215,11 @@ class SpeculativeDecoder:
     def _caches(self, needed: int) -> tuple[Any, _DraftState | None]:
         """Empty caches with room for `needed` positions, the target's and the drafter's, reused across calls.
 
-        Their size is a bucket (a power of two, at least 1024), not the exact need: the compiled verify step
-        and the captured draft specialise on it, so a new size per prompt would recompile every time.
+        Compiled, their size is a bucket (a power of two, at least 1024), not the exact need: the compiled
+        verify step and the captured draft specialise on it, so a new size per prompt would recompile every
+        time. Eager, the exact need (attention runs over the whole static cache, masked).
         """
-        size = max(1024, 1 << (needed - 1).bit_length())
+        size = max(1024, 1 << (needed - 1).bit_length()) if self.compile else needed
         cache = self._kv_cache
         if cache is None or cache.max_length < needed:
             cache = self.target.new_cache(max_length=size)

@@ -354,11 +354,12 @@ def test_smollm2_speculative_equals_plain_greedy():
 
 def test_one_static_cache_serves_every_prompt(target, prompts, references):
     """The decoder keeps one preallocated cache (a fixed shape for the compiled verify step): rolled back to
-    empty for each prompt, it still decodes every prompt exactly."""
+    empty for each prompt, it still decodes every prompt exactly; it grows only for a longer prompt."""
     decoder = SpeculativeDecoder(target, random_drafter(target, 5, 0))
-    first = decoder.generate(prompts[0], NEW, eos_ids=[])
+    order = sorted(range(3), key=lambda i: -len(prompts[i]))  # the longest first: no regrowth after it
+    decoder.generate(prompts[order[0]], NEW, eos_ids=[])
     cache = decoder._kv_cache
-    assert target.cache_is_static(cache) and cache.max_length == 1024
-    for ids, ref in zip(prompts[:3], references[:3], strict=True):
-        assert decoder.generate(ids, NEW, eos_ids=[]).tokens == ref
-    assert decoder._kv_cache is cache and first.tokens == references[0]
+    assert target.cache_is_static(cache) and cache.max_length == len(prompts[order[0]]) + NEW + 5
+    for i in order:
+        assert decoder.generate(prompts[i], NEW, eos_ids=[]).tokens == references[i]
+    assert decoder._kv_cache is cache
