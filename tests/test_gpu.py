@@ -165,7 +165,24 @@ def test_compiled_decoding_equals_plain_greedy_on_cuda():
     drafter = DFlashDrafter.from_target(target, num_layers=1, block_size=8).cuda().eval()
     ids = torch.randint(0, 250, (1, 21), generator=torch.Generator().manual_seed(3))
     want = plain_greedy(target, ids, 40, eos_ids=[])
-    for decoder in (SpeculativeDecoder(target, drafter), SpeculativeDecoder(target, None)):
+    from specauf.drafters.domino import DominoDrafter
+    from specauf.drafters.fused import eager
+
+    domino = DominoDrafter.from_target(target, num_layers=1, block_size=8).cuda().eval()
+    torch.nn.init.normal_(domino.w2.weight, std=0.02)  # a live correction head (it starts at zero)
+    for decoder in (
+        SpeculativeDecoder(target, drafter),
+        SpeculativeDecoder(target, domino),
+        SpeculativeDecoder(target, None),
+    ):
         assert decoder.compile
         for _ in range(2):  # the second run replays the graphs recorded by the first
             assert decoder.generate(ids, 40, eos_ids=[]).tokens == want
+    # the graphed draft (Domino: its GRU loop inside the graph) equals the eager one
+    state = SpeculativeDecoder(target, domino)._caches(21 + 40 + domino.num_drafted + 1)[1]
+    _, feats, _ = target.step(ids.cuda(), target.new_cache(max_length=1024))
+    state.prefill(feats)
+    graphed = state.first(ids[0, -1:].cuda(), 21).clone()
+    state.graph_enabled, state.graph = False, None
+    with eager():  # the same plain ops the graph captured
+        assert torch.equal(graphed, state.first(ids[0, -1:].cuda(), 21))
