@@ -220,19 +220,18 @@ class SpeculativeDecoder:
         time. Eager, the exact need (attention runs over the whole static cache, masked).
         """
         size = max(1024, 1 << (needed - 1).bit_length()) if self.compile else needed
+        state = self._draft_state
+        if self.drafter is not None and (state is None or state.max_length < needed):
+            state = self._draft_state = _DraftState(
+                self.drafter, self.target, size, self.num_drafted + 1, graph=self.compile
+            )
         cache = self._kv_cache
         if cache is None or cache.max_length < needed:
             cache = self.target.new_cache(max_length=size)
             if not self.target.cache_is_static(cache):
-                # a growing cache (sliding-window models): a fresh one per call
-                return cache, self._new_draft_state(size)
-            self._kv_cache, self._draft_state = cache, self._new_draft_state(size)
-        return self.target.crop_cache(cache, 0), self._draft_state
-
-    def _new_draft_state(self, size: int) -> _DraftState | None:
-        if self.drafter is None:
-            return None
-        return _DraftState(self.drafter, self.target, size, self.num_drafted + 1, graph=self.compile)
+                return cache, state  # a growing cache (sliding-window models): a fresh one per call
+            self._kv_cache = cache
+        return self.target.crop_cache(cache, 0), state
 
     @property
     def max_tau(self) -> int:

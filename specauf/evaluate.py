@@ -35,8 +35,6 @@ from specauf.errors import CheckpointError, UserError
 log = logging.getLogger(__name__)
 register_resolvers()
 
-# Problems with the user's request (paths, values, data) rather than bugs: one clear line, no traceback.
-# (Not imported from specauf.train: the trainer imports this module.)
 MAX_MISMATCH_REPORTS = 5  # per benchmark: enough to see a pattern without flooding the results
 
 

@@ -107,8 +107,12 @@ class DrafterModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         parallel = self._trainer is not None and self.trainer.world_size > 1
         # Under data parallelism the processes' losses average to the whole global batch's (see the context).
-        mean_over_processes = functools.partial(self.trainer.strategy.reduce, reduce_op="mean")
-        with data_parallel_weights(mean_over_processes) if parallel else nullcontext():
+        weights = (
+            data_parallel_weights(functools.partial(self.trainer.strategy.reduce, reduce_op="mean"))
+            if parallel
+            else nullcontext()
+        )
+        with weights:
             loss, metrics = self.objective(self.predictions(batch))
         n_blocks = int((batch["anchors"] >= 0).sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=n_blocks, sync_dist=parallel)

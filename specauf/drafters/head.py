@@ -79,9 +79,9 @@ def _chunk_grads(
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, labels: Tensor, chunk_size: int, n: int, prefixes: tuple[int, ...], *tensors: Tensor):
+    def forward(ctx, labels: Tensor, chunk_size: int, n: int, ends: tuple[bool, ...], *tensors: Tensor):
         xs, ws = tensors[:n], tensors[n:]
-        rows, heads = labels.shape[0], len(prefixes)
+        rows, heads = labels.shape[0], sum(ends)
         stat = _stat_dtype(xs[0].dtype)
         ce = torch.empty(heads, rows, dtype=stat, device=labels.device)
         lse = torch.empty_like(ce)
@@ -91,9 +91,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, rows, chunk_size):
             sl = slice(start, min(start + chunk_size, rows))
             terms = [x[sl] @ w.t() for x, w in zip(xs, ws, strict=True)]
-            lse[:, sl], ce[:, sl], argmax[:, sl], rank[:, sl] = stats(terms, labels[sl], _ends(prefixes, n))
+            lse[:, sl], ce[:, sl], argmax[:, sl], rank[:, sl] = stats(terms, labels[sl], ends)
         ctx.save_for_backward(labels, lse, *tensors)
-        ctx.chunk_size, ctx.n, ctx.prefixes = chunk_size, n, prefixes
+        ctx.chunk_size, ctx.n, ctx.ends = chunk_size, n, ends
         outputs = (*ce.unbind(0), *argmax.unbind(0), *rank.unbind(0))
         ctx.mark_non_differentiable(*outputs[heads:])
         return outputs
@@ -101,8 +101,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: Tensor):
         labels, lse, *tensors = ctx.saved_tensors
-        n, chunk_size, prefixes = ctx.n, ctx.chunk_size, ctx.prefixes
-        grad_ce = torch.stack(grads[: len(prefixes)])  # [heads, rows]
+        n, chunk_size, ends = ctx.n, ctx.chunk_size, ctx.ends
+        grad_ce = torch.stack(grads[: sum(ends)])  # [heads, rows]
         xs, ws = tensors[:n], tensors[n:]
         need_x = ctx.needs_input_grad[4 : 4 + n]
         need_w = ctx.needs_input_grad[4 + n :]
@@ -119,7 +119,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             idx = live[start : start + chunk_size]
             x_rows = [x[idx] for x in xs]
             terms = [x @ w.t() for x, w in zip(x_rows, ws, strict=True)]
-            g_terms = chunk_grads(terms, labels[idx], lse[:, idx], grad_ce[:, idx], _ends(prefixes, n))
+            g_terms = chunk_grads(terms, labels[idx], lse[:, idx], grad_ce[:, idx], ends)
             for i, g in enumerate(g_terms):
                 # In the matmul dtype, as autocast would run these products; weight gradients add up in fp32.
                 if grad_xs[i] is not None:
@@ -164,7 +164,9 @@ def nested_linear_cross_entropy(
         inputs = [x.to(dtype) for x in inputs]
         weights = [w.to(dtype) for w in weights]
     with torch.autocast(labels.device.type, enabled=False):
-        out = _LinearCrossEntropy.apply(labels, chunk_size, len(inputs), prefixes, *inputs, *weights)
+        out = _LinearCrossEntropy.apply(
+            labels, chunk_size, len(inputs), _ends(prefixes, len(inputs)), *inputs, *weights
+        )
     heads = len(prefixes)
     return [(out[k], out[heads + k], out[2 * heads + k]) for k in range(heads)]
 
