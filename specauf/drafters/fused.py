@@ -24,11 +24,20 @@ import torch
 F = TypeVar("F", bound=Callable)
 
 
+# Each fused function meets many variants in one run: ranks (RMSNorm on hidden states and on per-head q/k),
+# dtypes (bf16 under autocast, fp32 outside it), grad mode (training, validation, decoding), inputs with and
+# without requires_grad, each compiled twice (static, then dynamic). Past dynamo's default of 8 per function
+# it silently runs the rest eagerly (seen on an H100: Domino trainings ran RMSNorm unfused), so allow more.
+RECOMPILE_LIMIT = 64
+
+
 @functools.cache
-def _compiled(fn: F) -> F:
+def _compiled(fn: F, backend: str = "inductor") -> F:
     # Automatic dynamic shapes: the first shape compiles static; a second one makes the changed sizes
     # symbolic, so the varying numbers of rows and blocks of real batches do not recompile each step.
-    return torch.compile(fn)
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(fn, backend=backend)
 
 
 _EAGER = contextvars.ContextVar("specauf_eager", default=False)
