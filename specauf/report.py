@@ -620,7 +620,9 @@ def _difference(
 
 
 def _signed(x: float, digits: int = 3) -> str:
-    return f"{x:+.{digits}f}"
+    text = f"{x:+.{digits}f}"
+    # A difference that rounds to zero reads "+0.000" either way, not "-0.000".
+    return f"+{text[1:]}" if float(text) == 0 else text
 
 
 def _noise(delta: float, two_se: float | None) -> str:
@@ -664,12 +666,16 @@ def claims(report: Report) -> list[str]:
             delta, two_se, seeds = _difference(auf, decay, acc)
             sa, sd = _stat(auf.runs, acc), _stat(decay.runs, acc)
             if sa.n and sd.n:
-                verdict = (
-                    "decay only has the higher" if delta > 0 else f"{auf.label} has the higher (or equal)"
-                )
+                if _noise(delta, two_se):
+                    verdict = "no clear difference in"
+                else:
+                    verdict = (
+                        "decay only has the higher" if delta > 0 else f"{auf.label} has the higher (or equal)"
+                    )
                 out.append(
-                    f"**{name}: token accuracy.** {verdict} token accuracy: {sd.text(3)} vs {sa.text(3)} "
-                    f"({_signed(delta)}{_noise(delta, two_se)}, decay higher in {seeds})."
+                    f"**{name}: token accuracy.** {verdict} token accuracy: decay only {sd.text(3)} vs "
+                    f"{auf.label} {sa.text(3)} ({_signed(delta)}{_noise(delta, two_se)}, decay higher in "
+                    f"{seeds})."
                 )
         paired = index.get((backbone, WITH_DECAY.get(loss, ""), extras))
         if paired is not None and paired.eval_runs and auf.eval_runs:

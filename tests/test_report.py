@@ -331,7 +331,7 @@ def test_claims_answer_the_papers_three_questions(tmp_path: Path) -> None:
     gsm = statistics.fmean(TAU[("auf", s)][0] - TAU[("decay", s)][0] for s in (0, 1))
     assert f"GSM8K {gsm:+.3f} (higher in 2 of 2 seeds" in beats
     assert acc.startswith(
-        "**DFlash: token accuracy.** decay only has the higher token accuracy: 0.520 ± 0.028"
+        "**DFlash: token accuracy.** decay only has the higher token accuracy: decay only 0.520 ± 0.028 vs AUF"
     )
     assert "within noise" in inert and "decay looks inert under AUF" in inert
     assert f"{-0.005:+.3f}" in inert  # mean of +0.01 and −0.02
