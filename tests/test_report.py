@@ -344,3 +344,21 @@ def test_claims_absent_without_the_variants_they_compare(tmp_path: Path) -> None
     report = rep.build_report(rep.load_runs(tmp_path), str(tmp_path))
     assert rep.claims(report) == []
     assert "paper's claims" not in rep.markdown_report(report)
+
+
+def test_token_accuracy_within_noise_is_no_clear_difference(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    accs = {("auf", 0): 0.50, ("auf", 1): 0.56, ("decay", 0): 0.55, ("decay", 1): 0.52}
+    for (loss, seed), acc in accs.items():
+        write_run(root / f"{loss}{seed}", loss, seed, TAU[(loss, seed)])
+        path = root / f"{loss}{seed}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["metrics"]["val/token_acc"] = acc
+        path.write_text(json.dumps(summary))
+    report = rep.build_report(rep.load_runs(root), str(root))
+    acc = next(c for c in rep.claims(report) if "token accuracy" in c)
+    # decay − AUF = +0.005 against a seed spread of ±0.03: no winner is named.
+    assert acc.startswith(
+        "**DFlash: token accuracy.** no clear difference in token accuracy: decay only 0.535"
+    )
+    assert "+0.005, within noise" in acc
