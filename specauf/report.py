@@ -625,9 +625,13 @@ def _signed(x: float, digits: int = 3) -> str:
     return f"+{text[1:]}" if float(text) == 0 else text
 
 
+def _within_noise(delta: float, two_se: float | None) -> bool:
+    """|delta| ≤ 2 SE; False with no noise estimate (under 2 seeds per variant)."""
+    return two_se is not None and abs(delta) <= two_se
+
+
 def _noise(delta: float, two_se: float | None) -> str:
-    """', within noise' when |delta| ≤ 2 SE; nothing when outside or with no noise estimate."""
-    return ", within noise" if two_se is not None and abs(delta) <= two_se else ""
+    return ", within noise" if _within_noise(delta, two_se) else ""
 
 
 def claims(report: Report) -> list[str]:
@@ -666,7 +670,7 @@ def claims(report: Report) -> list[str]:
             delta, two_se, seeds = _difference(auf, decay, acc)
             sa, sd = _stat(auf.runs, acc), _stat(decay.runs, acc)
             if sa.n and sd.n:
-                if _noise(delta, two_se):
+                if _within_noise(delta, two_se):
                     verdict = "no clear difference in"
                 else:
                     verdict = (
@@ -682,7 +686,7 @@ def claims(report: Report) -> list[str]:
             delta, two_se, seeds = _difference(auf, paired, lambda r: r.tau_avg)
             if two_se is None:
                 verdict = "one seed: no noise estimate"
-            elif abs(delta) <= two_se:
+            elif _within_noise(delta, two_se):
                 verdict = f"within noise (2 SE = {two_se:.3f}): decay looks inert under {auf.label}"
             else:
                 verdict = f"outside noise (2 SE = {two_se:.3f}): decay is not inert under {auf.label}"
