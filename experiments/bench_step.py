@@ -21,20 +21,30 @@ from specauf.target import smollm2_135m
 PROMPT = list(range(1000, 1100))
 
 
-def timed_steps(target, n_tokens: int, compiled: bool, reps: int = 40):
+def prefilled(target, n_tokens: int):
+    """A static cache holding the prompt, and a block of `n_tokens` to step with."""
     cache = target.new_cache(max_length=1024)
-    ids = torch.tensor([PROMPT], device="cuda")
-    target.step(ids, cache)
-    block = torch.tensor([[5] * n_tokens], device="cuda")
-    for i in range(reps + 5):
-        if i == 5:
-            torch.cuda.synchronize()
-            t = time.perf_counter()
+    target.step(torch.tensor([PROMPT], device="cuda"), cache)
+    return cache, torch.tensor([[5] * n_tokens], device="cuda")
+
+
+def run_steps(target, cache, block, compiled: bool, count: int) -> None:
+    """`count` steps of `block`, each after a rollback to the prompt, each read back as the decoder does."""
+    for _ in range(count):
         target.crop_cache(cache, len(PROMPT))
         logits, _, cache = target.step(block, cache, compiled=compiled)
         logits.argmax(-1).tolist()
+
+
+def timed_steps(target, n_tokens: int, compiled: bool, reps: int = 40) -> float:
+    """ms per step over `reps` steps after 5 warm-up steps."""
+    cache, block = prefilled(target, n_tokens)
+    run_steps(target, cache, block, compiled, 5)
     torch.cuda.synchronize()
-    return (time.perf_counter() - t) / reps * 1e3, cache
+    t = time.perf_counter()
+    run_steps(target, cache, block, compiled, reps)
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / reps * 1e3
 
 
 def main(out: str) -> None:
@@ -48,16 +58,11 @@ def main(out: str) -> None:
         target = smollm2_135m(dtype=dtype).to("cuda")
         for compiled in (False, True):
             for n in (1, 16):
-                ms, cache = timed_steps(target, n, compiled)
+                ms = timed_steps(target, n, compiled)
                 print(f"{label} compiled={compiled} step of {n:2d} tokens: {ms:.2f} ms", flush=True)
-        cache = target.new_cache(max_length=1024)
-        target.step(torch.tensor([PROMPT], device="cuda"), cache)
-        block = torch.tensor([[5] * 16], device="cuda")
+        cache, block = prefilled(target, 16)
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(20):
-                target.crop_cache(cache, len(PROMPT))
-                logits, _, cache = target.step(block, cache, compiled=True)
-                logits.argmax(-1).tolist()
+            run_steps(target, cache, block, True, 20)
         print(f"== {label}: 20 compiled 16-token steps, by device time", flush=True)
         table = prof.key_averages().table(
             sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=90
