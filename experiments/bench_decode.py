@@ -9,7 +9,7 @@ Run from the repository root (or anywhere after `pip install -e .`):
 Without --ckpt the drafter is untrained (τ ≈ 1): the numbers then measure the decoder's overhead, not a
 drafter. Prompts come from the offline benchmark files ($SPECAUF_DATA_DIR or --data-dir; HumanEval and
 MT-Bench also from PyPI); the hub is not tried unless --hub. Speedup = AR time per token / speculative time per
-token, prefill excluded, batch 1 (DESIGN §6).
+token, prefill excluded, batch 1 (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from specauf import target as targets
-from specauf.config import UserError
+from specauf.cli import print_user_error, user_error_in
 from specauf.data.benchmarks import BENCHMARK_NAMES, Benchmark, BenchmarkSuite
 from specauf.drafters.dflash import DFlashDrafter
-from specauf.evaluate import evaluate_suite, load_checkpoint, print_table, resolve_device
+from specauf.dtypes import DTYPES
+from specauf.evaluation import chat_prompt_ids, evaluate_suite, print_table, resolve_device
+from specauf.loading import load_with_target
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TARGETS = {"smollm2_135m": targets.smollm2_135m, "tiny_random": targets.tiny_random}
 
 
@@ -75,7 +76,7 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, object]:
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
     target = TARGETS[args.target]() if args.target else None
     if args.ckpt:
-        drafter, target, _ = load_checkpoint(args.ckpt, target=target, device=device, dtype=dtype)
+        drafter, target, _ = load_with_target(args.ckpt, target=target, device=device, dtype=dtype)
         return drafter, target
     target = target or targets.smollm2_135m()
     torch.manual_seed(args.seed)
@@ -92,7 +93,6 @@ def profile_one(target, drafter, suite: BenchmarkSuite, args: argparse.Namespace
     from torch.profiler import ProfilerActivity, profile
 
     from specauf.decoding import SpeculativeDecoder
-    from specauf.evaluate import chat_prompt_ids
 
     first = next(p[0] for p in suite.load().values() if p)
     ids = chat_prompt_ids(target.tokenizer, [{"role": "user", "content": first.turns[0]}])
@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_suite(
             target, drafter, suite, temperature=args.temperature, seed=args.seed, out_dir=args.out
         )
-    except (UserError, FileNotFoundError, ValueError) as err:
-        print(f"bench_decode: error: {err}", file=sys.stderr)
+    except Exception as err:  # the project's user errors as one line; a bug keeps its traceback
+        if user_error_in(err) is None:
+            raise
+        print_user_error(user_error_in(err))
         return 1
     print_table(results)
     benches = [b for b in results["benchmarks"].values() if b["num_cycles"]]

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
-from specauf.data.blocks import collate_blocks, dense_block_mask, flex_block_mask, pad_blocks, sample_anchors
+from specauf.data.blocks import collate_blocks, pad_blocks, sample_anchors
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.domino import DominoDrafter
-from specauf.losses import CrossEntropy
+from specauf.losses import BaseAnchoredCurriculum, CrossEntropy
 
 H100_BF16_PEAK = 989.5e12
 
@@ -130,21 +131,15 @@ def run(
     batch = pad_blocks(batch, shape.block_size, multiple)
     b, s = batch["input_ids"].shape
     features = torch.randn(b, s, shape.feature_layers * shape.hidden, device=device, dtype=dtype)
-    positions = torch.arange(s, device=device).expand(b, s)
-    build_mask = flex_block_mask if device.type == "cuda" else dense_block_mask
+    # What the drafter borrows from a target: here random stand-ins in the target's precision.
+    frozen = SimpleNamespace(embed=embed_table, lm_head_weight=lm_head)
+    curriculum = BaseAnchoredCurriculum()  # λ = 0.5 at progress 0.5: both Domino branches train
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def one_step() -> float:
-        mask = build_mask(batch["anchors"], s, shape.block_size)
         with autocast:
-            ctx_kv = drafter.context_kv(features, positions)
-            x = drafter.block_embeddings(batch["block_ids"], embed_table)
-            hidden = drafter(x, batch["block_pos"].flatten(1), ctx_kv, mask)
-            preds = drafter.predict(
-                hidden, batch["labels"], batch["valid"], lm_head, batch["block_ids"], embed_table
-            )
-            combine = getattr(drafter, "objective", None)
-            loss = combine(loss_fn, preds, 0.5)[0] if combine else loss_fn(preds["final"])[0]
+            preds = drafter.training_predictions(batch, features, frozen)
+            loss = curriculum(loss_fn, preds, 0.5)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
         opt.step()

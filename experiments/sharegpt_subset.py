@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from specauf.data.chat import load_conversations
+from specauf.data.conversations import load_conversations
 
 
 def main() -> None:

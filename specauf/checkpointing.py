@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,12 @@ import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from specauf.errors import CheckpointError
+from specauf.errors import CheckpointError, PathNotFoundError
+from specauf.io import TEMP_MARK, atomic_write
+from specauf.loading import checkpoint_meta, read_checkpoint, target_problems, unreadable
 
 log = logging.getLogger(__name__)
 
-TEMP_MARK = ".tmp"  # `last.ckpt` is written as `last.ckpt.tmp<random>`, then renamed
 
 # Drafter settings that may change between a run and its resumption: they do not alter the weights' meaning.
 RESUMABLE_CHANGES = {"head_chunk_size", "init_std"}
@@ -56,20 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + TEMP_MARK, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would make checkpoints unreadable to a shared group
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda f: torch.save(checkpoint, f), durable=True)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         try:
@@ -80,29 +67,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
         except Exception as err:  # zip, pickle, EOF, storage errors: all mean "this file is unusable"
             raise unreadable(path, err) from err
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable. Not every platform/filesystem allows opening a directory: best effort.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def unreadable(path: Any, err: BaseException) -> CheckpointError:
-    """The one-line error for a checkpoint file that cannot be read."""
-    detail = " ".join(str(err).split())[:100]
-    return CheckpointError(
-        f"cannot read checkpoint {path}: the file is corrupt or truncated ({type(err).__name__}: {detail}). "
-        "Fix: resume from another checkpoint (resume=<file.ckpt>), or delete it to start the run over"
-    )
 
 
 # --- finding the checkpoint to resume from ----------------------------------------------------------------
@@ -152,41 +116,11 @@ def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
         clean_stale_temp_files(path / "checkpoints")
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise PathNotFoundError(
             f"resume={resume}: no checkpoint at {path}. Fix: give a .ckpt file or a run directory (one with "
             "checkpoints/last.ckpt), or resume=auto with hydra.run.dir=<the run directory>"
         )
     return str(path)
-
-
-def checkpoint_file(path: str | os.PathLike) -> Path:
-    """A .ckpt file, or a run directory (→ its checkpoints/last.ckpt); FileNotFoundError with the fix."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}. Fix: pass ckpt=<run dir>/checkpoints/last.ckpt (or the run directory) "
-            "of a run of `python -m specauf.train`"
-        )
-    return path
-
-
-def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
-    """`torch.load` of a specauf/Lightning checkpoint with one-line errors naming the file.
-
-    `mmap` maps tensors instead of reading them: cheap enough to inspect a multi-GB checkpoint's metadata.
-    Only tensors and plain containers are accepted (weights_only): a checkpoint cannot run code.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise unreadable(path, err) from err
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
-    return checkpoint
 
 
 def _qualname(obj: Any) -> str:
@@ -204,29 +138,31 @@ def check_resumable(
     own — silently train on. Returns the checkpoint's "specauf" metadata plus its global step.
     """
     checkpoint = read_checkpoint(path, mmap=True)
-    meta = checkpoint.get("specauf")
-    if not isinstance(meta, dict) or "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+    if (
+        not isinstance(checkpoint.get("specauf"), dict)
+        or "optimizer_states" not in checkpoint
+        or "loops" not in checkpoint
+    ):
         raise CheckpointError(
             f"cannot resume from {path}: it is not a full specauf training checkpoint (no training state). "
             "Fix: resume from a checkpoints/last.ckpt written by `python -m specauf.train`"
         )
+    meta = checkpoint_meta(checkpoint, path)
     problems = []
     saved_class = str(meta.get("drafter_class"))
     if saved_class != _qualname(drafter):
         # Another backbone: its settings differ by construction, the class says it all.
         problems.append(f"backbone {saved_class.rsplit('.', 1)[-1]} (this run: {type(drafter).__name__})")
     else:
+        # Settings an older version stored but no longer are architecture (Domino's curriculum) are ignored.
+        ignored = RESUMABLE_CHANGES | type(drafter).legacy_config_keys
         saved, current = dict(meta.get("drafter_config") or {}), dict(getattr(drafter, "config", {}))
-        for key in sorted((saved.keys() | current.keys()) - RESUMABLE_CHANGES):
+        for key in sorted((saved.keys() | current.keys()) - ignored):
             if saved.get(key) != current.get(key):
                 problems.append(f"{key}={saved.get(key)!r} (this run: {current.get(key)!r})")
-    if meta.get("target_name") is not None and meta["target_name"] != getattr(target, "name", None):
-        problems.append(f"target {meta['target_name']!r} (this run: {getattr(target, 'name', None)!r})")
-    saved_layers = list(meta.get("target_layer_ids") or [])
-    if saved_layers and saved_layers != list(getattr(target, "layer_ids", [])):
-        problems.append(f"target layers {saved_layers} (this run: {list(target.layer_ids)})")
+    problems += target_problems(meta, target)
     if problems:
-        choices = (meta.get("config") or {}).get("choices") or {}
+        choices = meta.get("choices") or {}
         groups = ", ".join(
             f"{k}={v}" for k, v in sorted(choices.items()) if k in ("backbone", "target", "loss")
         )
@@ -235,7 +171,7 @@ def check_resumable(
             f"the settings of that run{f' ({groups}, plus its overrides)' if groups else ''}, or start a new "
             "run without resume="
         )
-    saved_max = ((meta.get("config") or {}).get("config") or {}).get("trainer", {}).get("max_steps")
+    saved_max = (meta.get("training_config") or {}).get("trainer", {}).get("max_steps")
     if max_steps is not None and saved_max is not None and saved_max != max_steps:
         log.warning(
             "resuming with trainer.max_steps=%s (the run started with %s): the LR schedule and curricula are "
@@ -246,7 +182,7 @@ def check_resumable(
     log.info(
         "resuming from %s (step %s, epoch %s)", path, checkpoint.get("global_step"), checkpoint.get("epoch")
     )
-    return {**meta, "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch")}
+    return meta
 
 
 def keep_previous_metrics(logger: Any, tag: str) -> Path | None:

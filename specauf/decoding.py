@@ -1,4 +1,6 @@
-"""Speculative decoding with a block drafter, and the autoregressive baseline through the same loop (DESIGN §6).
+"""Speculative decoding with a block drafter, and the autoregressive baseline through the same loop.
+
+The loop and its metrics are docs/method.md §6.
 
 One cycle: the drafter proposes a block from the last committed token (the anchor) and the context features of
 the tokens before it; the target verifies `[anchor, d_1..d_m]` in one forward; the longest prefix of drafts
@@ -50,7 +52,7 @@ class DecodeResult:
 
     @property
     def tau(self) -> float:
-        """Mean emitted length per cycle, mean(accepted + 1) (DESIGN §6); NaN with no cycle."""
+        """Mean emitted length per cycle, mean(accepted + 1) (docs/method.md §6); NaN with no cycle."""
         return self.num_decoded / self.num_cycles if self.accepted else float("nan")
 
 
@@ -161,7 +163,7 @@ class _DraftState:
 
 
 class SpeculativeDecoder:
-    """Batch-1 speculative decoding of `target` with a block `drafter` (DESIGN §6).
+    """Batch-1 speculative decoding of `target` with a block `drafter` (docs/method.md §6).
 
     `drafter=None` or `block_size=1` gives the autoregressive baseline through the same loop (one token per
     cycle). `block_size=None` takes the drafter's own; any other value must equal it (a drafter drafts the
@@ -349,7 +351,7 @@ def top2_gap(target: Any, prefix_ids: Sequence[int] | Tensor, position: int) -> 
 
     One uncached forward over `prefix_ids[:position]`; the last logits are the ones that picked the token at
     `position`. A gap near the dtype's resolution means two decodes can disagree through rounding alone
-    (DESIGN §6); a clear gap with a disagreement means a logic bug.
+    (docs/method.md §6); a clear gap with a disagreement means a logic bug.
     """
     ids = _as_ids(prefix_ids, target.device)[:, :position]
     logits = target.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()

@@ -1,4 +1,4 @@
-"""Block losses: pure functions of per-position tensors (DESIGN.md §4).
+"""Block losses: pure functions of per-position tensors (docs/method.md §4), and Domino's curriculum (§5).
 
 Every loss here is a weighted mean of the per-position cross-entropy, `L = Σ w·ce / Σ w`; the losses differ
 only in the weights `w[n, j]`. Column `j` is the j-th *drafted* token of block `n` (j = 0 is the first token
@@ -7,7 +7,7 @@ next-token one (Domino: slots 0..B-1). The paper's `exp(-(k-1)/γ)` for DFlash s
 Domino slot k are both `exp(-j/γ)` in this indexing.
 
 Weights never carry gradient: the support (which positions count) is computed from detached predictions.
-This module imports torch only, so a loss can be used and tested without Hydra, Lightning or a model.
+This module imports torch (and the error types) only, so a loss can be used and tested without Hydra, Lightning or a model.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from specauf.errors import ConfigError
 
 # γ for the decay weighting at the block sizes the DFlash/Spec-AUF papers report.
 PAPER_GAMMA = {16: 7.0, 10: 5.0, 8: 4.0}
@@ -27,7 +30,7 @@ PAPER_GAMMA = {16: 7.0, 10: 5.0, 8: 4.0}
 def paper_gamma(block_size: int) -> float:
     """The decay γ the papers use for a block size; other sizes must set γ explicitly."""
     if block_size not in PAPER_GAMMA:
-        raise ValueError(
+        raise ConfigError(
             f"no published decay γ for block size {block_size} (known: {sorted(PAPER_GAMMA)}); "
             "set loss.gamma explicitly, e.g. loss.gamma=7"
         )
@@ -132,12 +135,22 @@ class BlockLoss:
     """Base: `loss(pred) -> (scalar loss, metrics)`; subclasses define `support` and `gamma`.
 
     w[n, j] = valid · support[n, j] · exp(-j/γ)   (the decay factor only when γ is set)
+
+    `display_name` and `display_order` say how reports name and sort this loss (from its conf/loss YAML);
+    they never change the math. `support_kind` names the support for reports ("full", "auf", ...).
     """
 
-    def __init__(self, gamma: float | None = None) -> None:
+    support_kind = "full"
+    # Branches a drafter must have for this loss to mean anything (a single-branch drafter has "final").
+    required_branches: tuple[str, ...] = ("final",)
+
+    def __init__(
+        self, gamma: float | None = None, *, display_name: str | None = None, display_order: int | None = None
+    ) -> None:
         if gamma is not None and not gamma > 0:
-            raise ValueError(f"decay γ must be positive, got {gamma}")
+            raise ConfigError(f"decay γ must be positive, got {gamma}. Fix: loss.gamma=<a positive number>")
         self.gamma = gamma
+        self.display_name, self.display_order = display_name, display_order
 
     def support(self, pred: Predictions) -> Tensor:
         return torch.ones_like(pred.ce, dtype=torch.float32)
@@ -159,8 +172,30 @@ class BlockLoss:
         """Every branch of a multi-head drafter under this loss, each with its own support (F-AUF for AUF)."""
         return {name: self(pred) for name, pred in preds.items()}
 
+    @property
+    def has_decay(self) -> bool:
+        return self.gamma is not None
+
+    def form(self) -> str:
+        """This loss with its decay left out: equal for two losses that differ only in decay (AUF, AUF + decay)."""
+        knobs = ", ".join(f"{k}={v}" for k, v in self._knobs().items() if k != "gamma")
+        return f"{type(self).__name__}({knobs})"
+
+    def labels(self) -> dict[str, Any]:
+        """What reports need to name, sort and compare runs of this loss (stored in each run's summary.json)."""
+        return {
+            "name": self.display_name,
+            "order": self.display_order,
+            "support": self.support_kind,
+            "decay": self.has_decay,
+            "form": self.form(),
+        }
+
+    def _knobs(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k not in ("display_name", "display_order")}
+
     def __repr__(self) -> str:
-        knobs = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        knobs = ", ".join(f"{k}={v}" for k, v in self._knobs().items())
         return f"{type(self).__name__}({knobs})"
 
 
@@ -174,6 +209,8 @@ class AUF(BlockLoss):
     counts as a miss. With γ set this is `auf_decay`.
     """
 
+    support_kind = "auf"
+
     def support(self, pred: Predictions) -> Tensor:
         return alive_until_first_miss(pred.hit.detach() & pred.valid)
 
@@ -181,10 +218,12 @@ class AUF(BlockLoss):
 class TopKAlive(BlockLoss):
     """GRIFFIN-style support: alive while the label stays in the drafter's top-k at every earlier position."""
 
-    def __init__(self, k: int = 3, gamma: float | None = None) -> None:
-        super().__init__(gamma)
+    support_kind = "topk"
+
+    def __init__(self, k: int = 3, gamma: float | None = None, **display: Any) -> None:
+        super().__init__(gamma, **display)
         if k < 1:
-            raise ValueError(f"top-k support needs k >= 1, got {k}")
+            raise ConfigError(f"top-k support needs k >= 1, got {k}. Fix: loss.k=3")
         self.k = k
 
     def support(self, pred: Predictions) -> Tensor:
@@ -196,10 +235,12 @@ class TopKAlive(BlockLoss):
 class DPACE(BlockLoss):
     """D-PACE: w_k = Σ_{j≥k} Π_{i≤j} ((1−α)·sg(q_i(y_i)) + α), the expected-acceptance weighting."""
 
-    def __init__(self, alpha: float = 0.5, gamma: float | None = None) -> None:
-        super().__init__(gamma)
+    support_kind = "dpace"
+
+    def __init__(self, alpha: float = 0.5, gamma: float | None = None, **display: Any) -> None:
+        super().__init__(gamma, **display)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"D-PACE α must be in [0, 1], got {alpha}")
+            raise ConfigError(f"D-PACE α must be in [0, 1], got {alpha}. Fix: loss.alpha=0.5")
         self.alpha = alpha
 
     def support(self, pred: Predictions) -> Tensor:
@@ -214,16 +255,26 @@ class BranchPlacement(BlockLoss):
 
     Spec-AUF's placements: B-AUF (base: AUF, final: plain CE), S-AUF (both AUF on the *base* support),
     F-AUF (both AUF, each its own support), B-AUF+D (B-AUF with decay). `support_from` maps a branch to
-    the branch whose hits decide its weights (default: itself). A single-branch drafter uses `final`.
+    the branch whose hits decide its weights (default: itself). It needs a drafter with both branches.
     """
 
-    def __init__(self, base: BlockLoss, final: BlockLoss, support_from: dict[str, str] | None = None) -> None:
-        super().__init__(None)
+    required_branches = ("base", "final")
+
+    def __init__(
+        self,
+        base: BlockLoss,
+        final: BlockLoss,
+        support_from: dict[str, str] | None = None,
+        **display: Any,
+    ) -> None:
+        super().__init__(None, **display)
         self.base, self.final = base, final
         self.support_from = {"base": "base", "final": "final", **(support_from or {})}
         for branch, source in self.support_from.items():
             if branch not in ("base", "final") or source not in ("base", "final"):
-                raise ValueError(f"support_from maps base/final to base/final, got {branch}: {source}")
+                raise ConfigError(f"support_from maps base/final to base/final, got {branch}: {source}")
+        # The placement is named after where its support comes from: the base branch's loss.
+        self.support_kind = base.support_kind
 
     def __call__(self, pred: Predictions) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
         return self.final(pred)
@@ -238,5 +289,68 @@ class BranchPlacement(BlockLoss):
             out[branch] = (weighted_mean(pred.ce.float(), weights), support_metrics(pred, weights))
         return out
 
+    @property
+    def has_decay(self) -> bool:
+        return self.base.has_decay or self.final.has_decay
+
+    def form(self) -> str:
+        return f"BranchPlacement(base={self.base.form()}, final={self.final.form()}, support_from={self.support_from})"
+
     def __repr__(self) -> str:
         return f"BranchPlacement(base={self.base!r}, final={self.final!r}, support_from={self.support_from})"
+
+
+class BaseAnchoredCurriculum:
+    """Domino's training objective over its branches: L = (1 − λ)·L_final + λ·L_base (docs/method.md §5).
+
+    λ falls linearly from 1 at the start to 0 at `fraction` of the run (the released recipe: the whole run).
+    It is a training schedule, not architecture: a run may resume with another fraction, and exports do not
+    carry it. A drafter with one branch ("final") trains on L_final alone.
+    """
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(
+                f"curriculum.fraction must be in (0, 1], got {fraction}. Fix: curriculum.fraction=1.0"
+            )
+        self.fraction = fraction
+
+    def weight(self, progress: float) -> float:
+        """λ at `progress` ∈ [0, 1] of the run."""
+        return max(0.0, 1.0 - progress / self.fraction)
+
+    def __call__(
+        self, loss: BlockLoss, preds: dict[str, Predictions], progress: float
+    ) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+        """The scalar to train on and its metrics: the final branch's, then `base/*` ones and λ."""
+        if "base" not in preds:
+            return loss(preds["final"])
+        lam = self.weight(progress)
+        per_branch = loss.per_branch(preds)
+        loss_base, metrics_base = per_branch["base"]
+        loss_final, metrics_final = per_branch["final"]
+        one = torch.ones((), device=loss_base.device)
+        metrics = dict(metrics_final)  # what decoding uses: the final branch
+        metrics.update({f"base/{k}": v for k, v in metrics_base.items()})
+        metrics.update(
+            {
+                "lambda": (one * lam, one),
+                "loss_base": (loss_base.detach(), one),
+                "loss_final": (loss_final.detach(), one),
+            }
+        )
+        return (1.0 - lam) * loss_final + lam * loss_base, metrics
+
+    def __repr__(self) -> str:
+        return f"BaseAnchoredCurriculum(fraction={self.fraction})"
+
+
+def check_branches(loss: BlockLoss, branches: tuple[str, ...], drafter_name: str) -> None:
+    """Refuse (ConfigError) a loss that needs branches the drafter does not have (B-AUF on DFlash)."""
+    missing = [b for b in loss.required_branches if b not in branches]
+    if missing:
+        raise ConfigError(
+            f"loss {loss.display_name or type(loss).__name__} places losses on the branches "
+            f"{list(loss.required_branches)}, but {drafter_name} has only {list(branches)}: it would silently "
+            "train plain CE. Fix: use it with backbone=domino, or pick a single-branch loss (e.g. loss=auf)"
+        )

@@ -13,15 +13,13 @@ import torch
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
-from specauf.data.blocks import dense_block_mask, flex_block_mask, pad_blocks
-from specauf.losses import BlockLoss, Predictions, data_parallel_weights
-
-# The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (DESIGN.md §3), with
-# the number of block tokens each wants to be a multiple of (flex compiles whole 128-row query tiles).
-MASK_BUILDERS: dict[str, tuple[Callable[..., Any], int]] = {
-    "cpu": (dense_block_mask, 1),
-    "cuda": (flex_block_mask, 128),
-}
+from specauf.losses import (
+    BaseAnchoredCurriculum,
+    BlockLoss,
+    Predictions,
+    check_branches,
+    data_parallel_weights,
+)
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -49,11 +47,15 @@ class DrafterModule(L.LightningModule):
         min_lr_ratio: float = 0.0,
         info_losses: Mapping[str, BlockLoss] | None = None,
         run_config: dict[str, Any] | None = None,
+        curriculum: BaseAnchoredCurriculum | None = None,
     ) -> None:
         super().__init__()
+        # Before any data is read or step is run: a loss on branches this drafter lacks would train plain CE.
+        check_branches(loss, getattr(drafter, "branches", ("final",)), type(drafter).__name__)
         self.drafter = drafter
         object.__setattr__(self, "target", target)
         self.loss = loss
+        self.curriculum = curriculum or BaseAnchoredCurriculum()
         self.optimizer_factory = optimizer
         self.warmup_ratio, self.min_lr_ratio = warmup_ratio, min_lr_ratio
         self.info_losses = dict(info_losses or {})
@@ -72,31 +74,12 @@ class DrafterModule(L.LightningModule):
 
     # -- the step -------------------------------------------------------------------------------------------
     def predictions(self, batch: dict[str, Tensor]) -> dict[str, Predictions]:
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        b, s = input_ids.shape
         with torch.no_grad():
-            features = self.target.features(input_ids, attention_mask)
-        ctx_kv = self.drafter.context_kv(features, torch.arange(s, device=self.device).expand(b, s))
-        build_mask, multiple = MASK_BUILDERS.get(self.device.type, MASK_BUILDERS["cpu"])
-        batch = pad_blocks(batch, self.drafter.block_size, multiple)
-        mask = build_mask(batch["anchors"], s, self.drafter.block_size)
-        block_embeds = self.drafter.block_embeddings(batch["block_ids"], self.target.embed)
-        hidden = self.drafter(block_embeds, batch["block_pos"].flatten(1), ctx_kv, mask)
-        return self.drafter.predict(
-            hidden,
-            batch["labels"],
-            batch["valid"],
-            self.target.lm_head_weight,
-            batch["block_ids"],
-            self.target.embed,
-        )
+            features = self.target.features(batch["input_ids"], batch["attention_mask"])
+        return self.drafter.training_predictions(batch, features, self.target)
 
     def objective(self, preds: dict[str, Predictions]) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
-        # A drafter with several branches (Domino) combines their losses itself.
-        combine = getattr(self.drafter, "objective", None)
-        if combine is not None:
-            return combine(self.loss, preds, self.progress)
-        return self.loss(preds["final"])
+        return self.curriculum(self.loss, preds, self.progress)
 
     @property
     def progress(self) -> float:
@@ -178,5 +161,15 @@ class DrafterModule(L.LightningModule):
             "drafter_config": dict(self.drafter.config),
             "target_name": getattr(self.target, "name", None),
             "target_layer_ids": list(getattr(self.target, "layer_ids", [])),
+            "target_hidden_size": getattr(self.target, "hidden_size", None),
+            "target_vocab_size": getattr(self.target, "vocab_size", None),
+            "target_num_layers": _num_layers(self.target),
             "config": self.run_config,
         }
+
+
+def _num_layers(target: Any) -> int | None:
+    config = getattr(target, "config", None)
+    if config is None:
+        return None
+    return getattr(config.get_text_config(), "num_hidden_layers", None)

@@ -1,17 +1,16 @@
-"""Train a drafter: `python -m specauf.train [group=option ...] [key=value ...]` (see conf/train.yaml)."""
+"""Train a drafter: `python -m specauf.train [group=option ...] [key=value ...]` (see conf/train.yaml).
+
+Builds target → drafter → loss → data → trainer from the config, fits, measures real τ on the `benchmarks`
+group (`specauf.evaluation`) and writes the run's summary.json.
+"""
 
 from __future__ import annotations
 
-import configparser
 import json
 import logging
-import netrc
-import os
 import time
-import traceback
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import hydra
 import lightning as L
@@ -28,10 +27,13 @@ from specauf.checkpointing import (
     keep_previous_metrics,
     resolve_checkpoint,
 )
-from specauf.cli import USER_ERRORS, debug, finish_wandb, print_user_error
+from specauf.cli import run_main
 from specauf.config import register_resolvers
+from specauf.evaluation import evaluate_suite, flat_metrics, print_table
+from specauf.io import atomic_write
 from specauf.module import DrafterModule
 from specauf.summary import print_summary
+from specauf.tracking import offline_fallback
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -51,14 +53,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_checkpoint(cfg.resume, run_dir)
     resumed = check_resumable(ckpt_path, drafter, target, cfg.trainer.get("max_steps")) if ckpt_path else None
     loss = instantiate(cfg.loss)
-    data = instantiate(
-        cfg.data, tokenizer=target.tokenizer, block_size=drafter.block_size, label_offset=drafter.label_offset
-    )
-    data.setup("fit")  # fail now, not after the trainer has started, when the data is missing or bad
-    log.info("drafter: %s, %.2fM trainable parameters", type(drafter).__name__, _trainable(drafter) / 1e6)
-    log.info("loss: %r", loss)
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # The module refuses a loss the drafter cannot train (B-AUF on DFlash) before the data is read.
     module = DrafterModule(
         drafter=drafter,
         target=target,
@@ -68,8 +64,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         min_lr_ratio=cfg.optim.min_lr_ratio,
         info_losses={name: instantiate(c) for name, c in cfg.info_losses.items()},
         run_config={"config": resolved, "choices": choices},
+        curriculum=instantiate(cfg.curriculum),
     )
-    logger = instantiate(cfg.logger, **wandb_offline_fallback(cfg.logger)) if cfg.get("logger") else None
+    data = instantiate(
+        cfg.data, tokenizer=target.tokenizer, block_size=drafter.block_size, label_offset=drafter.label_offset
+    )
+    data.setup("fit")  # fail now, not after the trainer has started, when the data is missing or bad
+    trainable = sum(p.numel() for p in drafter.parameters() if p.requires_grad)
+    log.info("drafter: %s, %.2fM trainable parameters", type(drafter).__name__, trainable / 1e6)
+    log.info("loss: %r; curriculum: %r", loss, module.curriculum)
+
+    logger = instantiate(cfg.logger, **offline_fallback(cfg.logger)) if cfg.get("logger") else None
     if logger is not None:
         if resumed is not None:  # before the logger writes: Lightning's CSV writer would delete the old curve
             keep_previous_metrics(logger, f"until-resume-from-step{resumed['global_step']}")
@@ -98,6 +103,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "choices": choices,
         "overrides": list(HydraConfig.get().overrides.task),
+        # How reports name, order and pair this run (specauf.report.labels).
+        "labels": {
+            "backbone": {"name": type(drafter).display_name, "order": type(drafter).display_order},
+            "loss": loss.labels(),
+        },
         "block_size": drafter.block_size,
         "label_offset": drafter.label_offset,
         "seed": cfg.seed,
@@ -107,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "metrics": metrics,
         "eval": eval_metrics,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
 
@@ -119,8 +129,6 @@ def evaluate_after_training(
     suite = instantiate(cfg.benchmarks)
     if not suite.benchmarks:
         return {}
-    from specauf.evaluate import evaluate_suite, flat_metrics, print_table
-
     device = next(drafter.parameters()).device
     results = evaluate_suite(
         target.to(device), drafter, suite, out_dir=out_dir, **OmegaConf.to_container(cfg.eval, resolve=True)
@@ -132,73 +140,16 @@ def evaluate_after_training(
     return flat
 
 
-def wandb_offline_fallback(logger_cfg: DictConfig) -> dict[str, Any]:
-    """Overrides for the logger config: `{"offline": True}` when a W&B logger is asked to log online but no
-    API key is configured (it would stop the run to prompt for one, or fail at the first upload), else {}."""
-    if not str(logger_cfg.get("_target_", "")).endswith("WandbLogger") or logger_cfg.get("offline", False):
-        return {}
-    if (
-        os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
-        or wandb_key_configured()
-    ):
-        return {}
-    log.warning(
-        "W&B online requested but no API key found; logging offline — run `wandb login` to log online"
-    )
-    return {"offline": True}
-
-
-def wandb_key_configured() -> bool:
-    """Whether W&B can find an API key without asking: WANDB_API_KEY (or an identity token file), a netrc
-    entry for the W&B host (what `wandb login` writes), or an api_key in W&B's settings file."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
-    netrc_file = Path(os.environ.get("NETRC") or Path.home() / (".netrc" if os.name != "nt" else "_netrc"))
-    try:
-        if netrc.netrc(netrc_file).authenticators(host):
-            return True
-    except (OSError, netrc.NetrcParseError):
-        pass
-    settings = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb") / "settings"
-    parser = configparser.ConfigParser()
-    try:
-        parser.read(settings)
-    except configparser.Error:
-        return False
-    return bool(parser.get("default", "api_key", fallback=""))
-
-
-def _trainable(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        summary = train(cfg)
-        return summary["metrics"].get("val/tf_tau")
-    except USER_ERRORS as err:
-        if debug():
-            raise
-        _record_failure(print_user_error(err))
-        if multirun:
-            return None  # one bad run must not stop the rest of the sweep
-        raise SystemExit(1) from None
-    except Exception:
-        _record_failure(traceback.format_exc())
-        if multirun:
-            log.exception("run failed; continuing with the rest of the sweep")
-            return None
-        raise
-    finally:
-        finish_wandb()
-
-
-def _record_failure(text: str) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    (run_dir / "summary.json").write_text(json.dumps({"status": "failed", "error": text}, indent=2))
+
+    def record_failure(text: str) -> None:
+        atomic_write(run_dir / "summary.json", json.dumps({"status": "failed", "error": text}, indent=2))
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    summary = run_main(lambda: train(cfg), multirun=multirun, on_failure=record_failure)
+    return None if summary is None else summary["metrics"].get("val/tf_tau")
 
 
 if __name__ == "__main__":

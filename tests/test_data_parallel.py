@@ -104,6 +104,7 @@ def _train_losses(run: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
 
 
+@pytest.mark.cli
 def test_two_processes_train_the_single_process_model(tmp_path, chat_file):
     """DDP on 2 CPU processes (gloo) at batch 2 each == 1 process at batch 4: the loss curve and the weights."""
     common = [

@@ -1,4 +1,4 @@
-"""The exactness contract (DESIGN §6): speculative greedy output == plain greedy, token for token.
+"""The exactness contract (docs/method.md §6): speculative greedy output == plain greedy, token for token.
 
 fp32 on CPU with torch's default backends. Drafters: an untrained DFlash (almost never accepted), a scripted
 "oracle" that proposes the target's own greedy continuation (long accept runs, cache cropping at full

@@ -12,6 +12,7 @@ from tests.conftest import REPO, SHARED_DATA, run_cli
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["dflash", "domino"])
+@pytest.mark.cli
 def test_train_and_evaluate_against_smollm2(tmp_path, backbone):
     run_dir = tmp_path / "run"
     few = [f"benchmarks.{b}.n=1" for b in ("gsm8k", "math500", "humaneval", "mbpp", "mt_bench", "alpaca")]

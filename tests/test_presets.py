@@ -42,6 +42,7 @@ def test_preset_comment_says_how_to_run_it():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.cli
 def test_preset_runs_a_few_steps_on_the_tiny_target(preset, tmp_path, chat_file):
     cfg = compose_train(f"experiment={preset}")
     first_loss = cfg.hydra.sweeper.params.loss.split(",")[0]
@@ -75,6 +76,7 @@ def test_launcher_configs_compose(launcher):
         assert cfg.hydra.launcher.gpus_per_node == 1
 
 
+@pytest.mark.cli
 def test_a_failing_run_does_not_stop_the_sweep(tmp_path, chat_file):
     """Two runs with the parallel local launcher: one has a missing data file, the other must finish."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -92,3 +94,24 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path, chat_file):
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json"))
     assert statuses == ["failed", "finished"]
+
+
+ROOTS = {"train": [], "evaluate": ["ckpt=outputs/run"], "export": ["ckpt=outputs/run", "out=outputs/export"]}
+LOGGERS = sorted(p.stem for p in (CONF / "logger").glob("*.yaml"))
+
+
+CASES = [(root, logger) for root in sorted(ROOTS) for logger in (LOGGERS if root != "export" else [None])]
+
+
+@pytest.mark.parametrize(("root", "logger"), CASES)
+def test_every_root_config_resolves_with_every_logger(root, logger):
+    """Every interpolation resolves (a key one root lacks would fail only after training or evaluating)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    overrides = ROOTS[root] + ([f"logger={logger}"] if logger else [])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(root, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    del cfg.hydra  # resolved by Hydra itself, against its runtime
+    OmegaConf.resolve(cfg)

@@ -29,7 +29,7 @@ from specauf.checkpointing import (
 from specauf.data.module import EpochShuffle
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.domino import DominoDrafter
-from specauf.evaluate import CheckpointError
+from specauf.errors import CheckpointError
 from specauf.target import tiny_random
 from tests.conftest import REPO, TINY, run_cli, write_chats
 
@@ -64,6 +64,7 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
+@pytest.mark.cli
 def test_killed_run_resumes_on_the_reference_curve(tmp_path, isolated_cache):
     chats = write_chats(tmp_path / "chats.jsonl", n=16)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **ENV}
@@ -121,6 +122,7 @@ def test_killed_run_resumes_on_the_reference_curve(tmp_path, isolated_cache):
         torch.testing.assert_close(final["state_dict"][name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cli
 def test_corrupt_last_checkpoint_is_a_clear_error(tmp_path, chat_file, isolated_cache):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -139,6 +141,46 @@ def test_corrupt_last_checkpoint_is_a_clear_error(tmp_path, chat_file, isolated_
 
 
 # --- the pieces, in process ---------------------------------------------------------------------------------
+
+
+@pytest.mark.cli
+def test_domino_resumes_with_another_curriculum_and_exports_without_it(tmp_path, chat_file, isolated_cache):
+    """The λ schedule is a training setting: changing it on resume is allowed, and exports do not carry it."""
+    run_dir = tmp_path / "run"
+    tiny = [a for a in TINY if not a.startswith(("trainer.max_steps", "callbacks.checkpoint"))]
+    base = [
+        *tiny,
+        "callbacks.checkpoint.every_n_train_steps=1",
+        "backbone=domino",
+        "loss=b_auf",
+        f"data.source={chat_file}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    first = run_cli("specauf.train", *base, "trainer.max_steps=2", cwd=REPO, env=ENV)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli(
+        "specauf.train",
+        *base,
+        "trainer.max_steps=4",
+        "curriculum.fraction=0.5",
+        "resume=auto",
+        cwd=REPO,
+        env=ENV,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["labels"]["loss"]["name"] == "B-AUF"
+    lam = step_metrics(run_dir, "train/lambda")
+    assert lam[3] == pytest.approx(0.0)  # resumed past half of 4 steps under fraction 0.5: λ has reached 0
+    out = tmp_path / "export"
+    exported = run_cli("specauf.export", f"ckpt={run_dir}", f"out={out}", cwd=REPO, env=ENV)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+
+    def keys(node):
+        return [key for k, v in node.items() for key in [k, *(keys(v) if isinstance(v, dict) else [])]]
+
+    assert not [k for k in keys(config) if "curriculum" in k]
 
 
 def test_resolve_checkpoint(tmp_path):

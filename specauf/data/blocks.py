@@ -1,4 +1,4 @@
-"""Training blocks: anchors, block inputs, labels and the packed attention mask (DESIGN.md §3).
+"""Training blocks: anchors, block inputs, labels and the packed attention mask (docs/method.md §3).
 
 One sequence of S committed tokens yields N blocks. Block n starts at anchor a_n and holds
 `[token a_n, MASK × (B−1)]` at positions a_n .. a_n+B−1. All blocks of a sequence are drafted in one packed

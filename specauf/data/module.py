@@ -2,7 +2,8 @@
 
 Data order and anchors are a pure function of (seed, epoch, index): the sampler shuffles with seed + epoch
 and each item draws its anchors from a generator seeded by (seed, epoch, index). So anchors are resampled
-every epoch (DESIGN.md §3), two runs with one seed see the same batches, and a resumed run can replay them.
+every epoch (docs/method.md §3), two runs with one seed see the same batches, and a resumed run can replay
+them.
 
 Mid-epoch resumption: Lightning restarts a plain DataLoader at the start of its epoch. The datamodule's
 `state_dict` (saved in every checkpoint) records how many training samples of the current epoch were already
@@ -24,7 +25,8 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from specauf.data.blocks import collate_blocks, sample_anchors
-from specauf.data.chat import build_chat_splits
+from specauf.data.tokenized import build_chat_splits
+from specauf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,8 @@ class EpochShuffle(Sampler):
 
     Under data parallelism each of `num_replicas` processes takes every `num_replicas`-th item of the one
     order, starting at its `rank`, so the ranks' k-th batches together are exactly the k-th batch a single
-    process would draw at `num_replicas` × the batch size. A shuffled (training) order is cut to a whole number
-    of items per rank, as every rank must take the same number of steps; validation keeps every item.
+    process would draw at `num_replicas` × the batch size. A shuffled (training) order is cut to a whole
+    number of items per rank, as every rank must take the same number of steps; validation keeps every item.
     """
 
     def __init__(
@@ -118,7 +120,7 @@ class ChatDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if num_anchors < 1 or batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_anchors and data.batch_size must be >= 1 (got {num_anchors}, {batch_size})"
             )
         self.tokenizer = tokenizer

@@ -1,4 +1,4 @@
-"""The DFlash drafter (DESIGN.md §2): a short stack of target-shaped layers that drafts a whole block at once.
+"""The DFlash drafter (docs/method.md §2): a short stack of target-shaped layers that drafts a whole block at once.
 
 It owns no embedding and no LM head: block inputs are embedded with the target's (frozen) embedding and the
 output goes through the target's (frozen) LM head. What trains: the context fusion (Linear(n·H → H) + RMSNorm
@@ -8,16 +8,33 @@ spare row to use as the mask token — a learnable mask embedding.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from specauf.data.blocks import drafted_slots
+from specauf.data.blocks import dense_block_mask, drafted_slots, flex_block_mask, pad_blocks
 from specauf.drafters.head import nested_linear_cross_entropy
 from specauf.drafters.layers import DrafterLayer, RMSNorm, Rotary
+from specauf.errors import ConfigError
 from specauf.losses import Predictions
+
+# The packed block mask: dense for SDPA on CPU, sparse flex_attention tiles on CUDA (docs/method.md §3), with
+# the number of block tokens each wants to be a multiple of (flex compiles whole 128-row query tiles).
+MASK_BUILDERS: dict[str, tuple[Callable[..., Any], int]] = {
+    "cpu": (dense_block_mask, 1),
+    "cuda": (flex_block_mask, 128),
+}
+
+
+class FrozenTarget(Protocol):
+    """What a drafter borrows from its target: the token embedding and the LM head weight [V, H]."""
+
+    def embed(self, ids: Tensor) -> Tensor: ...
+
+    @property
+    def lm_head_weight(self) -> Tensor: ...
 
 
 def _rope_theta(config: Any) -> float:
@@ -34,6 +51,18 @@ class DFlashDrafter(nn.Module):
     label_offset 0 (DFlash default): slot k (1..B−1) predicts the token at anchor + k.
     label_offset 1 (next-token, Domino's default): slot k (0..B−1) predicts the token at anchor + k + 1.
     """
+
+    # How reports name and order this backbone.
+    display_name, display_order = "DFlash", 0
+    # The prediction branches `predict` returns; a loss placed on other branches is refused.
+    branches: tuple[str, ...] = ("final",)
+    # config.json `architectures` of an export, by label offset (specauf/export_layout.py): a loader that
+    # assumes DFlash's same-position alignment must not load a next-token drafter by accident.
+    export_architectures: ClassVar[dict[int, str]] = {0: "DFlashDraftModel", 1: "DFlashNextTokenDraftModel"}
+    # Settings older checkpoints stored that are no longer constructor arguments; dropped when loading.
+    legacy_config_keys: frozenset[str] = frozenset()
+    # A config.json section of settings the Qwen3/DFlash keys cannot state (name, keys), or None.
+    export_section: tuple[str, tuple[str, ...]] | None = None
 
     def __init__(
         self,
@@ -56,7 +85,7 @@ class DFlashDrafter(nn.Module):
     ) -> None:
         super().__init__()
         if block_size < 2:
-            raise ValueError(f"block_size must be at least 2, got {block_size}")
+            raise ConfigError(f"block_size must be at least 2, got {block_size}. Fix: backbone.block_size=16")
         drafted_slots(block_size, label_offset)  # validates the offset
         # Everything needed to rebuild the drafter, stored in checkpoints and exports.
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -82,6 +111,11 @@ class DFlashDrafter(nn.Module):
                 nn.init.normal_(module.weight, std=std)
         if self.mask_embedding is not None:
             nn.init.normal_(self.mask_embedding, std=std)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DFlashDrafter:
+        """Rebuild a drafter from the `config` it stored in a checkpoint or export (older keys dropped)."""
+        return cls(**{k: v for k, v in config.items() if k not in cls.legacy_config_keys})
 
     @classmethod
     def from_target(cls, target: Any, **kwargs: Any) -> DFlashDrafter:
@@ -172,11 +206,31 @@ class DFlashDrafter(nn.Module):
         pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
         mask = None
         if context_mask is not None:
-            # the block's own keys are all visible to each other (DESIGN.md §2)
+            # the block's own keys are all visible to each other (docs/method.md §2)
             block = context_mask.new_ones(self.block_size)
             mask = torch.cat([context_mask, block])[None, None, None, :]
         hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, mask)
         return self.drafted_hidden(hidden)[:, 0]
+
+    def training_predictions(
+        self, batch: Mapping[str, Tensor], features: Tensor, target: FrozenTarget
+    ) -> dict[str, Predictions]:
+        """The training forward: every block of a collated batch drafted in one packed pass, then the head.
+
+        `batch` comes from `specauf.data.blocks.collate_blocks`; `features` [b, S, n·H] are the target's
+        context features of `batch["input_ids"]`. Returns one `Predictions` per branch (`self.branches`).
+        """
+        b, s = batch["input_ids"].shape
+        device = features.device
+        ctx_kv = self.context_kv(features, torch.arange(s, device=device).expand(b, s))
+        build_mask, multiple = MASK_BUILDERS.get(device.type, MASK_BUILDERS["cpu"])
+        batch = pad_blocks(batch, self.block_size, multiple)
+        mask = build_mask(batch["anchors"], s, self.block_size)
+        block_embeds = self.block_embeddings(batch["block_ids"], target.embed)
+        hidden = self(block_embeds, batch["block_pos"].flatten(1), ctx_kv, mask)
+        return self.predict(
+            hidden, batch["labels"], batch["valid"], target.lm_head_weight, batch["block_ids"], target.embed
+        )
 
     def predict(
         self,

@@ -1,4 +1,4 @@
-"""Domino (DESIGN.md §5): the DFlash backbone plus a small causal correction head.
+"""Domino (docs/method.md §5): the DFlash backbone plus a small causal correction head.
 
 The backbone drafts all slots in parallel (`base_logits[k] = lm_head(z_k)`). The head adds what a parallel
 drafter cannot know — which tokens it actually drafted before slot k — through a bias-free GRU over the
@@ -6,26 +6,37 @@ embeddings of the block's realised tokens `[anchor, t1, …, tk]` (state s_k) an
 
     final_logits[k] = base_logits[k] + W2 · SiLU(W1 · [z_k ; s_k])      for k ≥ p   (base only for k < p)
 
-Training is teacher-forced (the GRU reads the gold tokens) with the base-anchored curriculum
-`L = (1 − λ)·L_final + λ·L_base`, λ falling linearly from 1 to 0 over `curriculum_fraction` of the run.
-At inference only the GRU cell and the rank-r projection run sequentially.
+Training is teacher-forced (the GRU reads the gold tokens); `predict` returns both branches, and the training
+objective combines them (`specauf.losses.BaseAnchoredCurriculum`: `L = (1 − λ)·L_final + λ·L_base`). At
+inference only the GRU cell and the rank-r projection run sequentially.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from specauf.drafters.dflash import DFlashDrafter, _gather_predictions
-from specauf.losses import BlockLoss, Predictions
+from specauf.errors import ConfigError
+from specauf.losses import Predictions
 
 
 class DominoDrafter(DFlashDrafter):
     """DFlash backbone (next-token aligned by default) + GRU/low-rank correction head."""
+
+    display_name, display_order = "Domino", 1
+    branches = ("base", "final")
+    export_architectures: ClassVar[dict[int, str]] = {
+        1: "DominoDraftModel",
+        0: "DominoSamePositionDraftModel",
+    }
+    # The curriculum was a drafter setting before it moved to the training objective (specauf.losses).
+    legacy_config_keys = frozenset({"curriculum_fraction"})
+    export_section = ("domino_config", ("gru_size", "rank", "base_slots", "vocab_size"))
 
     def __init__(
         self,
@@ -34,7 +45,6 @@ class DominoDrafter(DFlashDrafter):
         gru_size: int | None = None,
         rank: int = 256,
         base_slots: int = 1,
-        curriculum_fraction: float = 1.0,
         label_offset: int = 1,
         **backbone: Any,
     ) -> None:
@@ -43,14 +53,11 @@ class DominoDrafter(DFlashDrafter):
         # Reference: GRU 1024 for Qwen3-8B's 4096 hidden; scale with the target.
         gru_size = gru_size or max(64, hidden // 4)
         if not 0 <= base_slots <= self.num_drafted:
-            raise ValueError(f"base_slots must be in [0, {self.num_drafted}], got {base_slots}")
-        if not 0.0 < curriculum_fraction <= 1.0:
-            raise ValueError(f"curriculum_fraction must be in (0, 1], got {curriculum_fraction}")
-        self.config.update(
-            vocab_size=vocab_size, gru_size=gru_size, rank=rank, base_slots=base_slots,
-            curriculum_fraction=curriculum_fraction,
-        )  # fmt: skip
-        self.base_slots, self.curriculum_fraction = base_slots, curriculum_fraction
+            raise ConfigError(
+                f"base_slots must be in [0, {self.num_drafted}], got {base_slots}. Fix: backbone.base_slots=1"
+            )
+        self.config.update(vocab_size=vocab_size, gru_size=gru_size, rank=rank, base_slots=base_slots)
+        self.base_slots = base_slots
         self.gru = nn.GRU(hidden, gru_size, num_layers=1, bias=False, batch_first=True)
         self.w1 = nn.Linear(hidden + gru_size, rank, bias=False)
         self.w2 = nn.Linear(rank, vocab_size, bias=False)
@@ -100,30 +107,6 @@ class DominoDrafter(DFlashDrafter):
             prefixes=(1, 2),
         )  # fmt: skip
         return {"base": base, "final": final}
-
-    def curriculum(self, progress: float) -> float:
-        """λ: 1 at the start, falling linearly to 0 at `curriculum_fraction` of the run."""
-        return max(0.0, 1.0 - progress / self.curriculum_fraction)
-
-    def objective(
-        self, loss: BlockLoss, preds: dict[str, Predictions], progress: float
-    ) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
-        """(1 − λ)·L_final + λ·L_base, each branch weighted as the loss's placement says."""
-        lam = self.curriculum(progress)
-        per_branch = loss.per_branch(preds)
-        loss_base, metrics_base = per_branch["base"]
-        loss_final, metrics_final = per_branch["final"]
-        one = torch.ones((), device=loss_base.device)
-        metrics = dict(metrics_final)  # what decoding uses: the final branch
-        metrics.update({f"base/{k}": v for k, v in metrics_base.items()})
-        metrics.update(
-            {
-                "lambda": (one * lam, one),
-                "loss_base": (loss_base.detach(), one),
-                "loss_final": (loss_final.detach(), one),
-            }
-        )
-        return (1.0 - lam) * loss_final + lam * loss_base, metrics
 
     # -- decoding --------------------------------------------------------------------------------------------
     @torch.no_grad()

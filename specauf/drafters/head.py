@@ -1,7 +1,7 @@
 """The LM head and its cross-entropy, computed in chunks of rows so the [rows × vocab] logits never exist.
 
 With a 150k vocabulary the logits of a few thousand block positions are gigabytes; the head dominates both
-time and memory of a drafter step (DESIGN.md §3). `linear_cross_entropy` returns what the losses need per
+time and memory of a drafter step (docs/method.md §3). `linear_cross_entropy` returns what the losses need per
 row — the cross-entropy, the argmax and the label's rank — and its backward recomputes each chunk's logits
 instead of storing them. The logits are a sum of linear terms, `Σ_i x_i @ W_i.T`, so the same op serves the
 frozen target head (DFlash) and base + low-rank correction (Domino). Gradients flow to every input and to

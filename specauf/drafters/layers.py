@@ -1,6 +1,6 @@
 """Qwen3-style decoder layer with KV injection: RMSNorm, attention with q/k RMSNorm and RoPE, SwiGLU MLP.
 
-The one departure from a plain decoder layer (DESIGN.md §2): queries come only from the block tokens, while
+The one departure from a plain decoder layer (docs/method.md §2): queries come only from the block tokens, while
 keys and values are [this layer's k/v projection of the context vectors ; of the block tokens]. The context
 vectors never pass through the layers, so their per-layer keys/values depend only on the context itself —
 which is what lets the decoder cache them across draft cycles.

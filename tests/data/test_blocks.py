@@ -1,4 +1,4 @@
-"""Anchors, labels and the packed attention mask against a naive per-block loop (DESIGN.md §3)."""
+"""Anchors, labels and the packed attention mask against a naive per-block loop (docs/method.md §3)."""
 
 import pytest
 import torch

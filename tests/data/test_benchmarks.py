@@ -18,20 +18,21 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from specauf.data import benchmarks as benchmarks_module
 from specauf.data.benchmarks import (
     BENCHMARK_NAMES,
+    BENCHMARK_TITLES,
     Benchmark,
     BenchmarkDataNotFoundError,
     BenchmarkSuite,
     BenchPrompt,
     format_turns,
-    read_records,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "benchmarks"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CONF = REPO / "conf"
+from specauf.errors import ConfigError, DataError, PathNotFoundError, UserError
+from specauf.io import read_records
+from tests.conftest import CONF, REPO
+from tests.conftest import SHARED_DATA as SHARED
+from tests.data.conftest import BENCH_FIXTURES as FIXTURES
 
 # Literal on purpose: the wording of DFlash's harness, which τ depends on.
 MATH_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -249,6 +250,60 @@ def test_suite_validates_entries() -> None:
         Benchmark("mt-bench")
     # A plain mapping (no _target_) becomes a Benchmark named after its key.
     assert BenchmarkSuite(mbpp={"n": 3}).benchmarks["mbpp"] == Benchmark("mbpp", n=3)
+
+
+def test_titles_follow_the_table_order() -> None:
+    assert BENCHMARK_TITLES == {
+        "gsm8k": "GSM8K",
+        "math500": "MATH-500",
+        "humaneval": "HumanEval",
+        "mbpp": "MBPP",
+        "mt_bench": "MT-Bench",
+        "alpaca": "Alpaca",
+    }
+    assert list(BENCHMARK_TITLES) == list(BENCHMARK_NAMES)
+
+
+def test_errors_are_user_errors(tmp_path: Path) -> None:
+    assert issubclass(BenchmarkDataNotFoundError, PathNotFoundError)
+    with pytest.raises(BenchmarkDataNotFoundError) as info:
+        offline("alpaca").load()
+    assert isinstance(info.value, UserError)
+    bad_settings = [
+        lambda: Benchmark("mt-bench"),
+        lambda: Benchmark("gsm8k", n=0),
+        lambda: Benchmark("gsm8k", max_new_tokens=0),
+        lambda: BenchmarkSuite(gsm8k=Benchmark("mbpp")),
+    ]
+    for make in bad_settings:
+        with pytest.raises(ConfigError):
+            make()
+    not_gsm8k = tmp_path / "gsm8k_test.jsonl"
+    not_gsm8k.write_text(json.dumps({"problem": "no question field"}) + "\n")
+    with pytest.raises(DataError, match=r"gsm8k: record 0 of file:.* is not a gsm8k record .*'problem'"):
+        offline("gsm8k", source=str(not_gsm8k)).load()
+    not_objects = tmp_path / "math500_test.jsonl"
+    not_objects.write_text('["a list, not an object"]\n')
+    with pytest.raises(DataError, match=r"math500_test\.jsonl: expected JSON objects"):
+        offline("math500", source=str(not_objects)).load()
+
+
+def test_hub_id_source_goes_to_the_hub_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_hub(hub_id: str, config: str | None, split: str) -> list[dict]:
+        calls.append((hub_id, config, split))
+        return [{"question": "q?", "answer": "#### 1"}]
+
+    monkeypatch.setattr(benchmarks_module, "load_hub_dataset", fake_hub)
+    bench = offline("gsm8k", source="someone/gsm8k-copy")
+    assert bench.load() == [BenchPrompt("gsm8k", "0", ("q?" + MATH_SUFFIX,))]
+    assert calls == [("someone/gsm8k-copy", "main", "test")]
+    assert bench.resolved_source == "hub:someone/gsm8k-copy (config main, split test)"
+    # A path-like source that does not exist is never looked up on the hub.
+    with pytest.raises(BenchmarkDataNotFoundError, match=r"source \./gsm8k\.jsonl: no such file"):
+        offline("gsm8k", source="./gsm8k.jsonl").load()
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Domino: the correction head on top of the DFlash backbone, its curriculum and its AUF placements."""
+"""Domino: the correction head on top of the DFlash backbone and its AUF placements (the curriculum that
+combines the branches is tested in tests/test_losses.py)."""
 
 import pytest
 import torch
@@ -96,21 +97,6 @@ def test_sequential_draft_matches_teacher_forced_head(emb):
     labels = drafted.view(1, 1, B)
     p = dom.predict(hidden, labels, torch.ones_like(labels, dtype=torch.bool), emb.weight, block_ids, emb)
     assert p["final"].hit.all()
-
-
-def test_curriculum_moves_from_base_to_final():
-    dom = domino(curriculum_fraction=0.5)
-    assert dom.curriculum(0.0) == 1.0 and dom.curriculum(0.25) == 0.5 and dom.curriculum(0.5) == 0.0
-    assert dom.curriculum(1.0) == 0.0
-    preds = {
-        name: Predictions(ce=torch.full((2, 3), v), valid=torch.ones(2, 3, dtype=torch.bool),
-                          hit=torch.ones(2, 3, dtype=torch.bool))
-        for name, v in (("base", 1.0), ("final", 3.0))
-    }  # fmt: skip
-    for progress, expected in ((0.0, 1.0), (0.25, 2.0), (0.5, 3.0)):
-        loss, metrics = dom.objective(CrossEntropy(), preds, progress)
-        assert loss.item() == pytest.approx(expected)
-        assert "lambda" in metrics and "base/token_acc" in metrics
 
 
 def test_placements_take_support_from_the_named_branch():
