@@ -4,7 +4,9 @@
     drafter, target, meta = load_with_target(path)           the target it was trained for, checked (τ eval)
 
 `meta` has the same keys whatever `path` is: `drafter_class`, `drafter_config`, `target_name`,
-`target_layer_ids`, `target_hidden_size`, `target_vocab_size`, `target_num_layers`, `target_config`,
+`target_layer_ids`, `target_hidden_size`, `target_vocab_size`, `target_num_layers`, `target_revision`,
+`target_chat_template_sha256`, `serving_mask_token_id` (the id a learned mask is served under),
+`target_config`,
 `choices`, `run_name`, `training_config`, `path`, `global_step`, `epoch` (None where the source does not
 say). `target_problems` is the one target-compatibility rule; resuming (`specauf.checkpointing`) and loading
 both use it.
@@ -33,6 +35,9 @@ META_KEYS = (
     "target_hidden_size",
     "target_vocab_size",
     "target_num_layers",
+    "target_revision",
+    "target_chat_template_sha256",
+    "serving_mask_token_id",
     "target_config",
     "choices",
     "run_name",
@@ -195,14 +200,21 @@ def load_drafter(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, An
 def target_problems(meta: dict[str, Any], target: Any) -> list[str]:
     """What in `target` differs from the one the drafter of `meta` was trained for (empty: it fits).
 
-    Name, feature layers, hidden size, the mask token's row, vocabulary. Entries a source does not record
-    are not compared.
+    Name, revision, chat template, feature layers, hidden size, the mask token's row, vocabulary. Entries a
+    source does not record (or a target does not know) are not compared.
     """
     config = meta.get("drafter_config") or {}
     problems = []
     name = meta.get("target_name")
     if name is not None and getattr(target, "name", None) != name:
         problems.append(f"target {name!r} (this target: {getattr(target, 'name', None)!r})")
+    for key, what in (
+        ("target_revision", "revision"),
+        ("target_chat_template_sha256", "chat template sha256"),
+    ):
+        recorded, here = meta.get(key), getattr(target, key.removeprefix("target_"), None)
+        if recorded is not None and here is not None and recorded != here:
+            problems.append(f"{what} {recorded!r} (this target: {here!r})")
     layers = list(meta.get("target_layer_ids") or [])
     if layers and layers != list(getattr(target, "layer_ids", [])):
         problems.append(f"target layers {layers} (this target: {list(target.layer_ids)})")

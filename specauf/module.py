@@ -164,6 +164,9 @@ class DrafterModule(L.LightningModule):
             "target_hidden_size": getattr(self.target, "hidden_size", None),
             "target_vocab_size": getattr(self.target, "vocab_size", None),
             "target_num_layers": _num_layers(self.target),
+            "target_revision": getattr(self.target, "revision", None),
+            "target_chat_template_sha256": getattr(self.target, "chat_template_sha256", None),
+            "serving_mask_token_id": getattr(self.target, "serving_mask_token_id", None),
             "config": self.run_config,
         }
 

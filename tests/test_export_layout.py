@@ -72,7 +72,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     ("kind", "kwargs", "architecture"),
     [
         ("dflash", {}, "DFlashDraftModel"),
-        ("domino", {"gru_size": 16, "rank": 8}, "DominoDraftModel"),
+        ("domino", {"gru_size": 16, "rank": 8}, "DFlashDraftModel"),  # projector_type says Domino
         ("dflash", {"mask_token_id": None}, "DFlashDraftModel"),  # a target with no spare row: learned mask
     ],
     ids=["dflash", "domino", "dflash-learned-mask"],
@@ -81,7 +81,9 @@ def test_round_trip_gives_identical_drafts_and_logits(tmp_path, target, kind, kw
     drafter = make_drafter(kind, target, **kwargs)
     ckpt = checkpoint(tmp_path, target, drafter)
     out = export_checkpoint(ckpt, tmp_path / "export")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    learned = drafter.config["mask_token_id"] is None
+    files = ["config.json", *(["mask_embedding.pt"] if learned else []), "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == files
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dir left
 
     loaded, meta = read_export(out)
@@ -101,28 +103,43 @@ def test_round_trip_gives_identical_drafts_and_logits(tmp_path, target, kind, kw
     assert config["rope_theta"] == c["rope_theta"] and config["rms_norm_eps"] == c["rms_norm_eps"]
     assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": c["rope_theta"]}
     assert config["block_size"] == 6
+    # What the field's loaders evaluate eagerly: the target's vocabulary and layer count.
+    assert config["vocab_size"] == target.vocab_size and config["num_target_layers"] == target.num_layers
+    domino = {"projector_type": "domino", "emb_dim": 8, "gru_hidden_dim": 16, "pure_draft_prefix_len": 1,
+              "shift_label": True}  # fmt: skip
     assert config["dflash_config"] == {
         "block_size": 6,
-        "mask_token_id": c["mask_token_id"],
+        # A learned mask is served under an id that never occurs in text: here the target's spare row.
+        "mask_token_id": target.mask_token_id,
         "target_layer_ids": list(target.layer_ids),
         "label_alignment": "next_token" if kind == "domino" else "same_position",
+        **(domino if kind == "domino" else {}),
     }
     assert config["torch_dtype"] == config["dtype"] == "float32"
     saved = config["specauf"]
     assert saved["target_name"] == target.name and saved["global_step"] == 11
     assert saved["learned_mask_embedding"] == (c["mask_token_id"] is None)
-    assert saved["checkpoint"] == str(ckpt) and saved["format_version"] == 1
+    assert saved["checkpoint"] == str(ckpt) and saved["format_version"] == 2
     assert "training_config" not in saved  # schedules are not architecture
     weights = load_file(out / "model.safetensors")
     # DFlash's published names: the fusion norm is hidden_norm; no embedding or LM head of its own.
     assert "hidden_norm.weight" in weights and "fc_norm.weight" not in weights and "fc.weight" in weights
     assert "layers.1.self_attn.q_norm.weight" in weights and "norm.weight" in weights
-    assert not any("embed" in k or "lm_head" in k for k in weights)
-    assert ("mask_embedding" in weights) == (c["mask_token_id"] is None)
-    if kind == "domino":
-        assert config["domino_config"]["rank"] == 8 and config["vocab_size"] == target.vocab_size
-        assert config["domino_config"]["label_alignment"] == "next_token"
-        assert {"gru.weight_ih_l0", "w1.weight", "w2.weight"} <= set(weights)
+    assert not any("embed_tokens" in k or "lm_head" in k for k in weights)
+    assert "mask_embedding" not in weights  # vLLM drops it there; it reads mask_embedding.pt
+    if learned:
+        served = torch.load(out / "mask_embedding.pt", weights_only=True)
+        assert served["mask_token_id"] == target.mask_token_id
+        assert torch.equal(served["embedding"], drafter.mask_embedding.detach())
+    if kind == "domino":  # SpecForge's names
+        assert config["emb_dim"] == 8
+        head = {
+            "prefix_gru.weight_ih_l0",
+            "prefix_gru.weight_hh_l0",
+            "embed_proj.0.weight",
+            "embed_proj.2.weight",
+        }
+        assert head <= set(weights) and not {"gru.weight_ih_l0", "w1.weight", "w2.weight"} & set(weights)
 
     # The meta has the same keys as a checkpoint's; what an export does not keep is None.
     assert set(meta) == set(META_KEYS) and meta["path"] == str(out)
@@ -176,7 +193,8 @@ def test_an_export_re_exports_to_the_same_files(tmp_path, target):
 
 def test_export_drafter_without_a_checkpoint(tmp_path, target):
     drafter = make_drafter("dflash", target)
-    meta = {"target_layer_ids": list(target.layer_ids), "target_name": target.name}
+    meta = {"target_layer_ids": list(target.layer_ids), "target_name": target.name,
+            "target_vocab_size": target.vocab_size, "target_num_layers": target.num_layers}  # fmt: skip
     out = export_drafter(drafter, meta, tmp_path / "export")
     loaded, read_meta = read_export(out)
     assert_same_weights(loaded, drafter)
@@ -200,7 +218,7 @@ def test_never_overwrites_by_accident(tmp_path, target):
     other = checkpoint(tmp_path, target, make_drafter("domino", target), "other.ckpt")
     export_checkpoint(other, out, overwrite=True)
     assert (out / "model.safetensors").read_bytes() != before
-    assert json.loads((out / "config.json").read_text())["architectures"] == ["DominoDraftModel"]
+    assert json.loads((out / "config.json").read_text())["dflash_config"]["projector_type"] == "domino"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "last.ckpt", "other.ckpt"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
@@ -274,3 +292,30 @@ def test_refuses_broken_exports(tmp_path, target):
     (fresh / "model.safetensors").unlink()
     with pytest.raises(PathNotFoundError, match=r"needs config\.json and model\.safetensors"):
         load_drafter(fresh)  # config.json alone: an export missing its weights, not a run directory
+
+
+def test_a_learned_mask_needs_an_id_to_be_served_under(tmp_path):
+    no_spare_row = tiny_random(**TINY_TARGET, with_mask_token=False)
+    assert no_spare_row.mask_token_id is None and no_spare_row.serving_mask_token_id is None
+    drafter = make_drafter("dflash", no_spare_row)
+    ckpt = save_checkpoint(tmp_path / "last.ckpt", no_spare_row, drafter,
+                           target_kwargs={**TINY_TARGET, "with_mask_token": False})  # fmt: skip
+    with pytest.raises(
+        CheckpointError, match=r"learned its mask embedding.*Fix: pass mask_token_id=<a token"
+    ):
+        export_checkpoint(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"mask_token_id=999 is outside the target's vocabulary of 259"):
+        export_checkpoint(ckpt, tmp_path / "out", mask_token_id=999)
+    out = export_checkpoint(ckpt, tmp_path / "out", mask_token_id=17)
+    assert json.loads((out / "config.json").read_text())["dflash_config"]["mask_token_id"] == 17
+    assert torch.load(out / "mask_embedding.pt", weights_only=True)["mask_token_id"] == 17
+    loaded, _ = read_export(out)
+    assert loaded.mask_token_id is None and torch.equal(loaded.mask_embedding, drafter.mask_embedding)
+    (out / "mask_embedding.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"mask_embedding\.pt is missing"):
+        read_export(out)
+    spare_row = tiny_random(**TINY_TARGET)
+    meta = {"target_layer_ids": spare_row.layer_ids, "target_vocab_size": 260, "target_num_layers": 4}
+    with pytest.raises(ConfigError, match=r"trained with the target's spare row 259 as its mask"):
+        export_drafter(make_drafter("dflash", spare_row), meta, tmp_path / "x", mask_token_id=17)

@@ -56,13 +56,13 @@ class DFlashDrafter(nn.Module):
     display_name, display_order = "DFlash", 0
     # The prediction branches `predict` returns; a loss placed on other branches is refused.
     branches: tuple[str, ...] = ("final",)
-    # config.json `architectures` of an export, by label offset (specauf/export_layout.py): a loader that
-    # assumes DFlash's same-position alignment must not load a next-token drafter by accident.
+    # The exported layout (specauf/export_layout.py, docs/method.md §10). `architectures` by label offset: a
+    # loader that assumes same-position labels must not read a next-token DFlash as a plain one.
     export_architectures: ClassVar[dict[int, str]] = {0: "DFlashDraftModel", 1: "DFlashNextTokenDraftModel"}
-    # Settings older checkpoints stored that are no longer constructor arguments; dropped when loading.
+    # Our state-dict names → the names the field's loaders expect (z-lab `dflash`, vLLM, SGLang).
+    export_renames: ClassVar[dict[str, str]] = {"fc_norm.weight": "hidden_norm.weight"}
+    # Constructor arguments older checkpoints carry that are not architecture any more (dropped on load).
     legacy_config_keys: frozenset[str] = frozenset()
-    # A config.json section of settings the Qwen3/DFlash keys cannot state (name, keys), or None.
-    export_section: tuple[str, tuple[str, ...]] | None = None
 
     def __init__(
         self,
@@ -111,6 +111,16 @@ class DFlashDrafter(nn.Module):
                 nn.init.normal_(module.weight, std=std)
         if self.mask_embedding is not None:
             nn.init.normal_(self.mask_embedding, std=std)
+
+    @classmethod
+    def export_fields(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """What config.json's `dflash_config` says about this drafter beyond the DFlash keys (none here)."""
+        return {}
+
+    @classmethod
+    def import_fields(cls, dflash_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from an export's `dflash_config`: the inverse of `export_fields`."""
+        return {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DFlashDrafter:

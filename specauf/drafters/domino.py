@@ -13,7 +13,7 @@ inference only the GRU cell and the rank-r projection run sequentially.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from specauf.drafters.dflash import DFlashDrafter, _gather_predictions
-from specauf.errors import ConfigError
+from specauf.errors import CheckpointError, ConfigError
 from specauf.losses import Predictions
 
 
@@ -30,13 +30,42 @@ class DominoDrafter(DFlashDrafter):
 
     display_name, display_order = "Domino", 1
     branches = ("base", "final")
-    export_architectures: ClassVar[dict[int, str]] = {
-        1: "DominoDraftModel",
-        0: "DominoSamePositionDraftModel",
+    # Exported in the layout SpecForge trains and SGLang serves (docs/method.md §10): the DFlash architecture
+    # with `dflash_config.projector_type: domino`; the math maps one to one (tests/test_interop.py).
+    export_architectures: ClassVar[dict[int, str]] = {1: "DFlashDraftModel", 0: "DFlashDraftModel"}
+    export_renames: ClassVar[dict[str, str]] = {
+        **DFlashDrafter.export_renames,
+        "gru.weight_ih_l0": "prefix_gru.weight_ih_l0",
+        "gru.weight_hh_l0": "prefix_gru.weight_hh_l0",
+        "w1.weight": "embed_proj.0.weight",  # Linear(H + G → rank), then SiLU (embed_proj.1, no weights)
+        "w2.weight": "embed_proj.2.weight",  # Linear(rank → vocabulary)
     }
     # The curriculum was a drafter setting before it moved to the training objective (specauf.losses).
     legacy_config_keys = frozenset({"curriculum_fraction"})
-    export_section = ("domino_config", ("gru_size", "rank", "base_slots", "vocab_size"))
+
+    @classmethod
+    def export_fields(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "projector_type": "domino",
+            "emb_dim": config["rank"],
+            "gru_hidden_dim": config["gru_size"],
+            "pure_draft_prefix_len": config["base_slots"],
+            "shift_label": config["label_offset"] == 1,
+        }
+
+    @classmethod
+    def import_fields(cls, dflash_config: Mapping[str, Any]) -> dict[str, Any]:
+        if dflash_config.get("projector_type") != "domino":
+            raise CheckpointError(
+                f"a Domino export needs dflash_config.projector_type 'domino', got "
+                f"{dflash_config.get('projector_type')!r}. Fix: re-export the drafter from its checkpoint"
+            )
+        return {
+            "rank": int(dflash_config["emb_dim"]),
+            "gru_size": int(dflash_config["gru_hidden_dim"]),
+            "base_slots": int(dflash_config["pure_draft_prefix_len"]),
+            "label_offset": int(bool(dflash_config["shift_label"])),
+        }
 
     def __init__(
         self,

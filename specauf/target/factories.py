@@ -44,12 +44,13 @@ def from_pretrained(
     dtype: str = "float32",
     name: str | None = None,
     attn_implementation: str | None = None,
+    revision: str | None = None,
 ) -> Target:
     """Load a target from a hub id or a local directory (config.json, weights, tokenizer).
 
     `layer_ids` defaults to `default_layer_ids(num_layers, num_feature_layers)`; `mask_token_id` is a spare
     embedding row (None → the drafter learns a mask embedding); `dtype` is auto/float32/bfloat16/float16;
-    `name` defaults to `path`.
+    `name` defaults to `path`; `revision` is a hub branch, tag or commit (recorded with the drafter).
     """
     source, from_hub = _resolve(path)
     kwargs: dict[str, Any] = {"dtype": parse_dtype(dtype, key="target.dtype", allow_auto=True)}
@@ -58,7 +59,9 @@ def from_pretrained(
     offline = hub_unreachable() if from_hub else None
     # With no route to the hub, a copy in the local HF cache still loads; anything else fails now instead
     # of after transformers' retries.
-    local_only = {"local_files_only": True} if offline else {}
+    local_only: dict[str, Any] = {"local_files_only": True} if offline else {}
+    if revision is not None:
+        local_only["revision"] = revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **local_only)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs, **local_only)
@@ -72,7 +75,7 @@ def from_pretrained(
             f"target path {path!r} cannot be loaded ({err}). Fix: point target.path at a complete model "
             "directory (config.json, weights, tokenizer files)"
         ) from err
-    return Target(model, tokenizer, layer_ids, num_feature_layers, mask_token_id, name or path)
+    return Target(model, tokenizer, layer_ids, num_feature_layers, mask_token_id, name or path, revision)
 
 
 def qwen3_8b(

@@ -6,6 +6,7 @@ layers (docs/method.md §2); the decoder uses it to verify drafted blocks (§6).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from fractions import Fraction
@@ -56,6 +57,7 @@ class Target(torch.nn.Module):
         num_feature_layers: int = 5,
         mask_token_id: int | None = None,
         name: str | None = None,
+        revision: str | None = None,
     ) -> None:
         super().__init__()
         model.eval()
@@ -69,6 +71,8 @@ class Target(torch.nn.Module):
         self.layer_ids: list[int] = self._check_layer_ids(layer_ids, num_feature_layers)
         self.mask_token_id: int | None = self._check_mask_token_id(mask_token_id, tokenizer)
         self.name: str = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        # Which weights of `name`: a hub revision or a package pin (None: not known).
+        self.revision: str | None = revision or getattr(model.config, "_commit_hash", None)
 
     def _check_layer_ids(self, layer_ids: list[int] | None, num_feature_layers: int) -> list[int]:
         if layer_ids is None:
@@ -128,6 +132,37 @@ class Target(torch.nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def chat_template_sha256(self) -> str | None:
+        """SHA-256 of the tokenizer's chat template: a drafter trained on one template drafts for that one."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if not isinstance(template, str):
+            return None
+        return hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+    @property
+    def serving_mask_token_id(self) -> int | None:
+        """The token id a learned mask embedding is served under (docs/method.md §10), or None.
+
+        Engines embed a drafter's masked slots by token id (vLLM replaces every position holding that id with a
+        shipped mask embedding), so the id must never occur in real text: the highest special token that is
+        not an end, start, padding or unknown token and that the chat template does not write. A spare row
+        (`mask_token_id`) is served as itself.
+        """
+        if self.mask_token_id is not None:
+            return self.mask_token_id
+        tok = self.tokenizer
+        reserved = {getattr(tok, f"{k}_token_id", None) for k in ("eos", "bos", "pad", "unk")}
+        reserved.update(self.eos_token_ids)
+        template = getattr(tok, "chat_template", None) or ""
+        decoder = getattr(tok, "added_tokens_decoder", {}) or {}
+        unused = [
+            int(i)
+            for i, added in decoder.items()
+            if getattr(added, "special", False) and int(i) not in reserved and str(added) not in template
+        ]
+        return max(unused) if unused else None
 
     @property
     def eos_token_ids(self) -> list[int]:

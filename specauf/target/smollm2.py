@@ -110,4 +110,7 @@ def smollm2_135m(
         _convert_smollm2(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
     model = AutoModelForCausalLM.from_pretrained(final, dtype=torch_dtype)
-    return Target(model, tokenizer, layer_ids, num_feature_layers, None, SMOLLM2_NAME)
+    revision = (
+        f"{SMOLLM2_PACKAGE[0]}=={SMOLLM2_PACKAGE[1]} {Path(SMOLLM2_MEMBER).name} sha256:{SMOLLM2_SHA256}"
+    )
+    return Target(model, tokenizer, layer_ids, num_feature_layers, None, SMOLLM2_NAME, revision)
