@@ -31,14 +31,17 @@ def save_checkpoint(
     run_name: str = "loss=auf",
     choices: dict[str, str] | None = None,
     training_state: bool = False,
+    target_config: dict[str, Any] | None = None,
 ) -> Path:
     """A checkpoint in the trainer's format, its metadata written by the module's own hook (as Lightning does).
 
     `target_kwargs` are the `tiny_random` arguments recorded as the run's target config (so `load_with_target`
-    can rebuild it); `training_state` adds the (empty) optimizer/loop entries `check_resumable` asks for.
+    can rebuild it), or `target_config` the whole recorded target config; `training_state` adds the (empty)
+    optimizer/loop entries `check_resumable` asks for.
     """
     config = {
-        "target": {"_target_": "specauf.target.tiny_random", **(target_kwargs or TINY_TARGET)},
+        "target": target_config
+        or {"_target_": "specauf.target.tiny_random", **(target_kwargs or TINY_TARGET)},
         "run_name": run_name,
         "trainer": {"max_steps": 10},
     }
