@@ -5,7 +5,7 @@ The loop and its metrics are docs/method.md §6.
 One cycle: the drafter proposes a block from the last committed token (the anchor) and the context features of
 the tokens before it; the target verifies `[anchor, d_1..d_m]` in one forward; the longest prefix of drafts
 equal to the target's own choices is accepted and the target's choice at the first mismatch (the bonus) is
-emitted after it. Under greedy choices the output equals plain greedy decoding token for token (the exactness
+emitted after it (sampling: rejection sampling, `specauf.sampling`). Under greedy choices the output equals plain greedy decoding token for token (the exactness
 contract, tested against `plain_greedy`). With no drafter (or block size 1) the same loop is plain
 autoregressive decoding: the baseline speedups are measured against.
 """
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from specauf.drafters.fused import compile_enabled, eager
+from specauf.sampling import rejection_sample, sample, sampling_probs
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _as_ids(prompt_ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
+def as_ids(prompt_ids: Sequence[int] | Tensor, device: torch.device) -> Tensor:
     ids = torch.as_tensor(prompt_ids, dtype=torch.long, device=device).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("prompt_ids is empty: the target needs at least one prompt token")
     return ids
-
-
-def _top_p_filter(probs: Tensor, top_p: float) -> Tensor:
-    """Zero every token outside the smallest set whose probability reaches `top_p` (nucleus), per row."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    # A token stays if the mass strictly before it is below top_p: the top token always stays.
-    keep_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-    return probs * keep
 
 
 class _DraftState:
@@ -88,9 +80,19 @@ class _DraftState:
     accepted rows count, by the context length that masks the rest (stale rows are overwritten next cycle).
     """
 
-    def __init__(self, drafter: torch.nn.Module, target: Any, max_length: int, block_len: int, graph: bool):
+    def __init__(
+        self,
+        drafter: torch.nn.Module,
+        target: Any,
+        max_length: int,
+        block_len: int,
+        graph: bool,
+        sampler: Any = None,
+    ):
         self.drafter, self.embed, self.lm_head = drafter, target.embed, target.lm_head_weight
-        self.max_length, self.block_len, self.graph_enabled = max_length, block_len, graph
+        self.max_length, self.block_len = max_length, block_len
+        # Sampled drafts (`sampler`: logits → tokens) also return their logits, and are drafted eagerly.
+        self.sampler, self.graph_enabled = sampler, graph and sampler is None
         self.kv: list[tuple[Tensor, Tensor]] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
 
@@ -114,13 +116,16 @@ class _DraftState:
             k_buf[:, :, :length] = k
             v_buf[:, :, :length] = v
 
-    def first(self, anchor: Tensor, length: int) -> Tensor:
+    def first(self, anchor: Tensor, length: int) -> tuple[Tensor, Tensor | None]:
         """The first draft after the prefill: nothing verified yet, so the appended block is zeros (stale)."""
         return self.cycle(self.features.new_zeros(self.features.shape), length, length, anchor)
 
-    def cycle(self, features: Tensor, write_pos: int, length: int, anchor: Tensor) -> Tensor:
+    def cycle(
+        self, features: Tensor, write_pos: int, length: int, anchor: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
         """Append `features` [1, block_len, F] at `write_pos`, keep `length` context rows, draft from
-        `anchor` (at position `length`). The drafts [D] live in the graph's memory until the next cycle."""
+        `anchor` (at position `length`): the drafts [D] (in the graph's memory until the next cycle) and,
+        when sampling, the logits [D, V] they were drawn from."""
         self.features.copy_(features)
         self.write_pos.fill_(write_pos)
         self.length.fill_(length)
@@ -129,7 +134,9 @@ class _DraftState:
             self._capture()
         if self.graph is not None:
             self.graph.replay()
-            return self.drafts
+            return self.drafts, None
+        if self.sampler is None:
+            return self._step(), None
         return self._step()
 
     def _step(self) -> Tensor:
@@ -140,9 +147,20 @@ class _DraftState:
             k_buf.index_copy_(2, positions, k.to(k_buf.dtype))
             v_buf.index_copy_(2, positions, v.to(v_buf.dtype))
         visible = self.key_index < self.length
-        return self.drafter.draft(
-            self.anchor, self.length, self.kv, self.embed, self.lm_head, context_mask=visible
-        )[0]
+        if self.sampler is None:
+            return self.drafter.draft(
+                self.anchor, self.length, self.kv, self.embed, self.lm_head, context_mask=visible
+            )[0]
+        tokens, logits = self.drafter.draft(
+            self.anchor,
+            self.length,
+            self.kv,
+            self.embed,
+            self.lm_head,
+            context_mask=visible,
+            sample=self.sampler,
+        )
+        return tokens[0], logits[0]
 
     def _capture(self) -> None:
         try:
@@ -167,9 +185,11 @@ class SpeculativeDecoder:
 
     `drafter=None` or `block_size=1` gives the autoregressive baseline through the same loop (one token per
     cycle). `block_size=None` takes the drafter's own; any other value must equal it (a drafter drafts the
-    block layout it was trained on). `temperature=0` is greedy; above 0 the target samples its own token at
-    every verified position (temperature, then nucleus `top_p`) from a generator seeded with `seed`, and a
-    draft counts as accepted only if it equals that sample, so the output is distributed as the target's.
+    block layout it was trained on). `temperature=0` is greedy; above 0 it is speculative sampling as the field
+    does it (`specauf.sampling`): the drafter samples its drafts from q, the target accepts each with
+    probability min(1, p/q) and resamples the first rejected slot from the residual, with temperature,
+    `top_k` and nucleus `top_p` applied to both, from a generator seeded with `seed`. The output is then
+    distributed as the target's own samples.
 
     Every cycle verifies a whole block (the anchor and D drafts; the last one's surplus is simply not
     emitted), into a preallocated KV cache: the verify step has one shape, so on CUDA it is compiled and
@@ -186,9 +206,12 @@ class SpeculativeDecoder:
         top_p: float = 1.0,
         seed: int = 0,
         compile: bool | None = None,
+        top_k: int = 0,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         if block_size is not None and block_size < 1:
@@ -203,7 +226,12 @@ class SpeculativeDecoder:
         self.block_size = 1 if self.drafter is None else int(self.drafter.block_size)
         # D tokens drafted per cycle: B−1 for same-position drafters (DFlash), B for next-token ones (Domino).
         self.num_drafted = 0 if self.drafter is None else int(self.drafter.num_drafted)
-        self.temperature, self.top_p, self.seed = float(temperature), float(top_p), int(seed)
+        self.temperature, self.top_p, self.top_k, self.seed = (
+            float(temperature),
+            float(top_p),
+            int(top_k),
+            int(seed),
+        )
         self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
         if compile is None:
             compile = target.device.type == "cuda" and compile_enabled()
@@ -224,8 +252,13 @@ class SpeculativeDecoder:
         size = max(1024, 1 << (needed - 1).bit_length()) if self.compile else needed
         state = self._draft_state
         if self.drafter is not None and (state is None or state.max_length < needed):
+            sampler = (
+                None
+                if self.temperature == 0.0
+                else (lambda logits: sample(self._probs(logits), self.generator))
+            )
             state = self._draft_state = _DraftState(
-                self.drafter, self.target, size, self.num_drafted + 1, graph=self.compile
+                self.drafter, self.target, size, self.num_drafted + 1, graph=self.compile, sampler=sampler
             )
         cache = self._kv_cache
         if cache is None or cache.max_length < needed:
@@ -240,14 +273,39 @@ class SpeculativeDecoder:
         """The largest possible emitted length per cycle: D + 1."""
         return self.num_drafted + 1
 
+    def _probs(self, logits: Tensor) -> Tensor:
+        return sampling_probs(logits, self.temperature, self.top_p, self.top_k)
+
     def _choose(self, logits: Tensor) -> Tensor:
         """The target's own token for each row of logits [n, V]: argmax, or a seeded sample."""
         if self.temperature == 0.0:
             return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            probs = _top_p_filter(probs, self.top_p)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        return sample(self._probs(logits), self.generator)
+
+    def _verify(
+        self, block: Tensor, logits: Tensor, draft_logits: Tensor | None
+    ) -> tuple[int, list[int], Tensor]:
+        """Accept drafts of `block` = [anchor, d_1..d_m] against the target's `logits` [m + 1, V].
+
+        Greedy: the longest prefix equal to the target's argmax, then its argmax (c_i = the target's token).
+        Sampling: rejection sampling against the draft distributions (`specauf.sampling`). Returns (a, the
+        emitted tokens c_0..c_a, c_a as a [1] tensor); one host sync either way.
+        """
+        m = block.shape[0] - 1
+        if self.temperature == 0.0 or m == 0:
+            choices = self._choose(logits)  # c_i: the target's token at position p + i + 1
+            host = (torch.cat([block[1:], choices]) if m > 0 else choices).tolist()
+            d, c = host[:m], host[m:]
+            a = 0
+            while a < m and d[a] == c[a]:
+                a += 1
+            return a, c[: a + 1], choices[a : a + 1]
+        accepted, token = rejection_sample(
+            block[1:], self._probs(logits), self._probs(draft_logits), self.generator
+        )
+        host = torch.cat([block[1:], accepted[None], token[None].to(block.dtype)]).tolist()
+        a = host[m]
+        return a, [*host[:a], host[m + 1]], token.view(1).to(block.dtype)
 
     @torch.no_grad()
     def generate(
@@ -262,7 +320,7 @@ class SpeculativeDecoder:
         target = self.target
         device = target.device
         eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
-        ids = _as_ids(prompt_ids, device)
+        ids = as_ids(prompt_ids, device)
         prompt_len = ids.shape[1]
 
         _sync(device)
@@ -284,21 +342,15 @@ class SpeculativeDecoder:
         m = self.num_drafted
         p = prompt_len  # position of the anchor; the target cache and the drafter's hold positions < p
         start = time.perf_counter()
-        drafts = state.first(anchor, p) if state is not None else None
+        drafts, draft_logits = state.first(anchor, p) if state is not None else (None, None)
         while True:
             block = torch.cat([anchor, drafts.to(anchor.dtype)]) if m > 0 else anchor
             logits, features, cache = target.step(block[None], cache, compiled=compiled)
-            choices = self._choose(logits[0])  # c_i: the target's token at position p + i + 1
+            # a accepted drafts, the emitted tokens c_0..c_a, and c_a (the next anchor) on the device.
+            a, c, anchor = self._verify(block, logits[0], draft_logits)
             del logits  # in the CUDA graph's memory when compiled: the next replay overwrites it
-            # The one host sync of the cycle: drafts and choices together.
-            host = (torch.cat([block[1:], choices]) if m > 0 else choices).tolist()
-            d, c = host[:m], host[m:]
-            a = 0
-            while a < m and d[a] == c[a]:
-                a += 1
-            # Accepted drafts equal the target's choices, so the emitted tokens are c_0..c_a; never more than
-            # the budget (the same tokens a cycle that drafted only up to the budget would emit).
-            emitted = c[: a + 1][: max_new_tokens - len(result.tokens)]
+            # Never more than the budget (the same tokens a cycle that drafted only up to the budget would emit).
+            emitted = c[: max_new_tokens - len(result.tokens)]
             stop = next((i for i, t in enumerate(emitted) if t in eos), None)
             if stop is not None:
                 emitted = emitted[: stop + 1]  # keep the EOS, drop what follows (it would not be decoded)
@@ -308,9 +360,8 @@ class SpeculativeDecoder:
                 break
             # Keep the anchor and the accepted drafts; the bonus c_a is the next anchor, not yet in the cache.
             target.crop_cache(cache, p + a + 1)
-            anchor = choices[a : a + 1]
             if state is not None:
-                drafts = state.cycle(features, p, p + a + 1, anchor)
+                drafts, draft_logits = state.cycle(features, p, p + a + 1, anchor)
             p += a + 1
         _sync(device)
         result.decode_seconds = time.perf_counter() - start
@@ -326,7 +377,7 @@ def plain_greedy(
     Stops after an EOS (kept) or `max_new_tokens`; `eos_ids=None` uses the target's.
     """
     eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
-    ids = _as_ids(prompt_ids, target.device)
+    ids = as_ids(prompt_ids, target.device)
     logits, _, cache = target.step(ids, None, logits_to_keep=1)
     out: list[int] = []
     while True:
@@ -335,43 +386,3 @@ def plain_greedy(
         if token in eos or len(out) >= max_new_tokens:
             return out
         logits, _, cache = target.step(torch.tensor([[token]], device=target.device), cache)
-
-
-def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
-    """Index of the first position where `a` and `b` differ (or where the shorter one ends); None if equal."""
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
-@torch.no_grad()
-def top2_gap(target: Any, prefix_ids: Sequence[int] | Tensor, position: int) -> float:
-    """The target's top-1 minus top-2 logit where it chooses token `position` of `prefix_ids`.
-
-    One uncached forward over `prefix_ids[:position]`; the last logits are the ones that picked the token at
-    `position`. A gap near the dtype's resolution means two decodes can disagree through rounding alone
-    (docs/method.md §6); a clear gap with a disagreement means a logic bug.
-    """
-    ids = _as_ids(prefix_ids, target.device)[:, :position]
-    logits = target.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
-    top = logits.topk(2).values
-    return float(top[0] - top[1])
-
-
-def describe_mismatch(
-    target: Any, prompt_ids: Sequence[int] | Tensor, got: Sequence[int], want: Sequence[int]
-) -> str | None:
-    """None if `got == want`, else where they first differ and the target's top-2 logit gap there."""
-    i = first_divergence(got, want)
-    if i is None:
-        return None
-    prompt = torch.as_tensor(prompt_ids, dtype=torch.long).flatten().tolist()
-    where = (
-        f"first difference at new token {i} (got {got[i] if i < len(got) else 'end'}, "
-        f"want {want[i] if i < len(want) else 'end'}; lengths {len(got)} vs {len(want)})"
-    )
-    if i >= min(len(got), len(want)):
-        return where  # one stopped early: the shared prefix agrees, so there is no choice to inspect
-    gap = top2_gap(target, prompt + list(want[:i]) + [want[i]], len(prompt) + i)
-    return f"{where}; target top-2 logit gap there: {gap:.3g}"

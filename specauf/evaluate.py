@@ -49,6 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         suite,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
+        top_k=cfg.top_k,
         seed=cfg.seed,
         ar_baseline=cfg.ar_baseline,
         max_prompts=cfg.max_prompts,

@@ -17,15 +17,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from specauf.decoding import (
-    SpeculativeDecoder,
-    _top_p_filter,
-    describe_mismatch,
-    first_divergence,
-    plain_greedy,
-    top2_gap,
-)
+from specauf.decoding import SpeculativeDecoder, plain_greedy
 from specauf.drafters.dflash import DFlashDrafter
+from specauf.evaluation.mismatch import describe_mismatch, first_divergence, top2_gap
+from specauf.sampling import sampling_probs, top_p_filter
 from specauf.target import Target, smollm2_135m, tiny_random
 
 NEW = 32  # new tokens per exactness run: several cycles even at B = 16
@@ -69,7 +64,7 @@ class ScriptedDrafter(DFlashDrafter):
         self.draft_calls = 0
         return self
 
-    def draft(self, anchor_ids, anchor_pos, ctx_kv, embed, lm_head_weight, context_mask=None):
+    def draft(self, anchor_ids, anchor_pos, ctx_kv, embed, lm_head_weight, context_mask=None, sample=None):
         self.draft_calls += 1
         p, anchor = int(anchor_pos[0]), int(anchor_ids[0])
         # the visible context must be exactly the positions < anchor
@@ -91,7 +86,12 @@ class ScriptedDrafter(DFlashDrafter):
             q = p + 1 + j
             tok = self.script[q] if q < len(self.script) else 0
             out.append((tok + 1) % vocab if self.corrupt(q) else tok)
-        return torch.tensor([out], device=anchor_ids.device)
+        tokens = torch.tensor([out], device=anchor_ids.device)
+        if sample is None:
+            return tokens
+        # Sampling: a deterministic drafter's q is one-hot on its token.
+        logits = torch.full((1, len(out), vocab), float("-inf"), device=anchor_ids.device)
+        return tokens, logits.scatter(-1, tokens[..., None], 0.0)
 
 
 def scripted(target: Target, block_size: int, label_offset: int = 0) -> ScriptedDrafter:
@@ -232,15 +232,21 @@ def test_rejects_a_block_size_the_drafter_was_not_built_for(target):
 T, TOP_P, SAMPLES = 0.3, 0.9, 1500
 
 
-def exact_joint(target: Target, prompt: list[int], steps: int) -> dict[tuple[int, ...], float]:
-    """The target's exact distribution of its first `steps` sampled tokens (temperature T, nucleus TOP_P)."""
+def exact_joint(
+    target: Target,
+    prompt: list[int],
+    steps: int,
+    temperature: float = T,
+    top_p: float = TOP_P,
+    top_k: int = 0,
+) -> dict[tuple[int, ...], float]:
+    """The target's exact distribution of its first `steps` sampled tokens (temperature, top-k, nucleus)."""
     joint = {(): 1.0}
     for _ in range(steps):
         seqs = list(joint)
         with torch.no_grad():
             logits = target.model(torch.tensor([prompt + list(s) for s in seqs])).logits[:, -1]
-        probs = _top_p_filter(torch.softmax(logits / T, dim=-1), TOP_P)
-        probs = probs / probs.sum(-1, keepdim=True)
+        probs = sampling_probs(logits, temperature, top_p, top_k)
         joint = {
             (*s, t): w * float(probs[i, t])
             for i, (s, w) in enumerate(joint.items())
@@ -267,18 +273,48 @@ def test_sampling_matches_the_target_distribution():
         accepted += result.accepted[0]
     assert 0.2 * SAMPLES < accepted < 0.9 * SAMPLES  # the acceptance path really was exercised
 
-    expected = exact_joint(target, prompt, 3)
+    assert_matches(counts, exact_joint(target, prompt, 3), SAMPLES)
+
+
+def assert_matches(counts: Counter, expected: dict[tuple[int, ...], float], samples: int) -> None:
     # Pearson chi-square over cells with ≥ 5 expected samples, the rest lumped into one cell. The seeds are
     # fixed, so the test is deterministic; p > 1e-3 would fail a correct sampler once in a thousand seed
     # choices, while the classic bugs (a draft accepted without matching the target's sample, a sample taken
-    # at the wrong position) move tens of percent of the mass and give p-values far below 1e-10.
-    big = [s for s, p in expected.items() if p * SAMPLES >= 5]
-    obs = [counts[s] for s in big] + [SAMPLES - sum(counts[s] for s in big)]
-    exp = [expected[s] * SAMPLES for s in big] + [SAMPLES * (1 - sum(expected[s] for s in big))]
+    # at the wrong position) move tens of percent of the mass and give p-values far below 1e-10. The
+    # sampling kernel's own, stronger test is tests/test_sampling.py.
+    big = [s for s, p in expected.items() if p * samples >= 5]
+    obs = [counts[s] for s in big] + [samples - sum(counts[s] for s in big)]
+    exp = [expected[s] * samples for s in big] + [samples * (1 - sum(expected[s] for s in big))]
     stat = sum((o - e) ** 2 / e for o, e in zip(obs, exp, strict=True) if e > 0)
     # chi-square survival function: the regularised upper incomplete gamma Q(df/2, x/2)
     p_value = torch.special.gammaincc(torch.tensor((len(obs) - 1) / 2), torch.tensor(float(stat) / 2)).item()
     assert p_value > 1e-3, (p_value, sorted(zip(obs, exp, strict=True), key=lambda x: -x[1])[:8])
+
+
+@pytest.mark.parametrize("kind", ["dflash", "domino"])
+def test_sampling_with_a_soft_drafter_matches_the_target(kind):
+    # Drafts sampled from the drafter's own q (top-3 of a random drafter at T = 1): accepted with
+    # min(1, p/q) or resampled from the residual, so the decoder's plumbing of q is what is tested.
+    from specauf.drafters.domino import DominoDrafter
+
+    target = tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1, seed=1)
+    # Seeds under which the random q's top 3 overlap the target's often enough to accept (Domino's head
+    # drawn too: zero-initialised it would leave the base logits alone).
+    torch.manual_seed(6 if kind == "domino" else 2)
+    cls = DominoDrafter if kind == "domino" else DFlashDrafter
+    drafter = cls.from_target(target, num_layers=1, block_size=4, init_std=0.5)
+    if kind == "domino":
+        torch.nn.init.normal_(drafter.w2.weight, std=0.5)
+    prompt = [1, 2, 3, 4, 5]
+    decoder = SpeculativeDecoder(target, drafter, temperature=1.0, top_k=3, seed=0)
+    counts: Counter[tuple[int, ...]] = Counter()
+    accepted = 0
+    for _ in range(SAMPLES):
+        result = decoder.generate(prompt, 3, eos_ids=[])
+        counts[tuple(result.tokens)] += 1
+        accepted += result.accepted[0]
+    assert accepted > 0.04 * SAMPLES  # drafts were accepted, not only resampled
+    assert_matches(counts, exact_joint(target, prompt, 3, temperature=1.0, top_p=1.0, top_k=3), SAMPLES)
 
 
 def test_sampling_reproducible_and_greedy_ignores_seed(target, prompts, references):
@@ -295,13 +331,13 @@ def test_top_p_keeps_the_nucleus():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
 
     def kept(top_p: float) -> list[list[bool]]:
-        return (_top_p_filter(probs, top_p) > 0).tolist()
+        return (top_p_filter(probs, top_p) > 0).tolist()
 
     assert kept(0.75) == [[True, True, False, False]]
     assert kept(0.85) == [[True, True, True, False]]
     assert kept(0.1) == [[True, False, False, False]]  # the top token always stays
     assert kept(1.0) == [[True, True, True, True]]
-    assert_close(_top_p_filter(probs, 0.75), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
+    assert_close(top_p_filter(probs, 0.75), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
 
 
 # --- numerics report -------------------------------------------------------------------------------------

@@ -191,15 +191,22 @@ class DFlashDrafter(nn.Module):
         embed: Callable[[Tensor], Tensor],
         lm_head_weight: Tensor,
         context_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Greedy draft of one block per row: anchors [b] at positions [b] → drafted token ids [b, D].
+        sample: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Draft one block per row: anchors [b] at positions [b] → drafted token ids [b, D] (greedy).
 
         Every context position in `ctx_kv` is visible (the decoder only holds committed tokens before the
         anchor), unless `context_mask` [S] (True = visible) says otherwise: a preallocated context cache
-        holds stale rows past its length. Drafted token j sits at position anchor + j + 1.
+        holds stale rows past its length. Drafted token j sits at position anchor + j + 1. With `sample`
+        (logits [b, V] → tokens [b]) the tokens are drawn by it and (tokens, logits [b, D, V]) is returned:
+        speculative sampling needs the distribution each draft came from.
         """
         h = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed, context_mask)
-        return (h @ lm_head_weight.t().to(h.dtype)).argmax(dim=-1)
+        logits = h @ lm_head_weight.t().to(h.dtype)
+        if sample is None:
+            return logits.argmax(dim=-1)
+        # Parallel drafting: every slot's distribution is known before any token is drawn.
+        return sample(logits.flatten(0, 1)).view(logits.shape[:2]), logits
 
     def draft_hidden(
         self,

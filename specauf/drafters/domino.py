@@ -147,11 +147,16 @@ class DominoDrafter(DFlashDrafter):
         embed: Callable[[Tensor], Tensor],
         lm_head_weight: Tensor,
         context_mask: Tensor | None = None,
-    ) -> Tensor:
-        """One parallel backbone pass, then the sequential head: token k+1 from base + correction."""
+        sample: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """One parallel backbone pass, then the sequential head: token k+1 from base + correction.
+
+        With `sample`, each token is drawn from its logits before the GRU reads it, and (tokens, logits) is
+        returned (as `DFlashDrafter.draft`): slot k's distribution depends on the tokens drawn before it.
+        """
         z = self.draft_hidden(anchor_ids, anchor_pos, ctx_kv, embed, context_mask)
         base_logits = z @ lm_head_weight.t().to(z.dtype)  # [b, D, V]
-        tokens = []
+        tokens, all_logits = [], []
         state = None
         prev = anchor_ids
         for k in range(self.num_drafted):
@@ -159,6 +164,9 @@ class DominoDrafter(DFlashDrafter):
             logits = base_logits[:, k]
             if k >= self.base_slots:
                 logits = logits + self.w2(F.silu(self.w1(torch.cat([z[:, k], out[:, 0]], dim=-1))))
-            prev = logits.argmax(dim=-1)
+            prev = logits.argmax(dim=-1) if sample is None else sample(logits)
             tokens.append(prev)
-        return torch.stack(tokens, dim=1)
+            all_logits.append(logits)
+        if sample is None:
+            return torch.stack(tokens, dim=1)
+        return torch.stack(tokens, dim=1), torch.stack(all_logits, dim=1)

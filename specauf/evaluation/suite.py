@@ -10,9 +10,10 @@ import torch
 from tqdm import tqdm
 
 from specauf.data.benchmarks import BenchmarkSuite, BenchPrompt
-from specauf.decoding import DecodeResult, SpeculativeDecoder, describe_mismatch
+from specauf.decoding import DecodeResult, SpeculativeDecoder
 from specauf.dtypes import dtype_name
 from specauf.errors import ConfigError
+from specauf.evaluation.mismatch import describe_mismatch
 from specauf.evaluation.prompts import PromptTooLong, chat_prompt_ids, context_limit, run_conversation
 from specauf.evaluation.stats import bench_result, mean
 from specauf.evaluation.tables import write_reports
@@ -38,6 +39,7 @@ def evaluate_suite(
     *,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
     seed: int = 0,
     ar_baseline: bool = True,
     out_dir: Path | str | None = None,
@@ -58,8 +60,9 @@ def evaluate_suite(
         drafter.eval()
     try:
         prompts_by_bench = suite.load()
-        spec = SpeculativeDecoder(target, drafter, temperature=temperature, top_p=top_p, seed=seed)
-        ar = SpeculativeDecoder(target, None, temperature=temperature, top_p=top_p, seed=seed)
+        knobs = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
+        spec = SpeculativeDecoder(target, drafter, **knobs)
+        ar = SpeculativeDecoder(target, None, **knobs)
         limit = context_limit(target)
         _warm_up(target, (spec, ar) if ar_baseline else (spec,), prompts_by_bench, max_prompts, limit)
         total = sum(len(p[:max_prompts]) for p in prompts_by_bench.values())
@@ -89,6 +92,7 @@ def evaluate_suite(
         "tau_max": spec.max_tau,
         "temperature": temperature,
         "top_p": top_p,
+        "top_k": top_k,
         "ar_baseline": ar_baseline,
         "device": str(target.device),
         "dtype": dtype_name(target.dtype),
