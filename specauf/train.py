@@ -29,9 +29,10 @@ from specauf.checkpointing import (
 )
 from specauf.cli import run_main
 from specauf.config import register_resolvers
-from specauf.evaluation import evaluate_suite, flat_metrics, print_table
+from specauf.evaluation import evaluate_suite, flat_metrics, log_results, print_table
 from specauf.io import atomic_write
 from specauf.module import DrafterModule
+from specauf.preflight import preflight
 from specauf.summary import print_summary
 from specauf.tracking import offline_fallback
 
@@ -48,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
 
     target = instantiate(cfg.target)
+    # Benchmarks, chat template, output dir, device, trainer keys, lr: every problem at once, in seconds.
+    preflight(cfg, target, run_dir)
     drafter = instantiate(cfg.backbone, target=target)
     # Resuming: refuse a checkpoint that is unreadable or from another drafter/target before any work.
     ckpt_path = resolve_checkpoint(cfg.resume, run_dir)
@@ -134,10 +137,9 @@ def evaluate_after_training(
         target.to(device), drafter, suite, out_dir=out_dir, **OmegaConf.to_container(cfg.eval, resolve=True)
     )
     print_table(results)
-    flat = flat_metrics(results)
     if logger is not None:
-        logger.log_metrics(flat, step=step)
-    return flat
+        log_results(logger, results, {}, step=step)  # the scalars, and for W&B the per-benchmark table
+    return flat_metrics(results)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

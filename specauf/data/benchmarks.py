@@ -219,7 +219,7 @@ class Benchmark:
         lines.append(
             f"Fix: point at a copy with `benchmarks.{self.name}.source=/path/to/{spec.files[0]}` (a file, a "
             f"directory holding it, or a hub id), or set {DATA_DIR_ENV}=/dir with {spec.files[0]} in it "
-            f"(or set benchmarks.data_dir=/dir)."
+            f"(or set benchmarks.data_dir=/dir), or leave it out with `benchmarks.{self.name}=null`."
         )
         if self.name == "alpaca":
             lines.append(
@@ -271,15 +271,24 @@ class BenchmarkSuite:
         return {k: b.resolved_source for k, b in self.benchmarks.items() if b.resolved_source is not None}
 
     def load(self) -> dict[str, list[BenchPrompt]]:
-        """Prompts of every benchmark, by name; missing ones are skipped with a warning if `skip_missing`."""
+        """Prompts of every benchmark, by name; missing ones are skipped with a warning if `skip_missing`,
+        else one BenchmarkDataNotFoundError names every missing benchmark."""
         self.skipped = {}
         out: dict[str, list[BenchPrompt]] = {}
+        missing: dict[str, str] = {}
         for key, bench in self.benchmarks.items():
             try:
                 out[key] = bench.load()
             except BenchmarkDataNotFoundError as e:
-                if not self.skip_missing:
-                    raise
-                self.skipped[key] = str(e)
-                log.warning("skipping benchmark %s (skip_missing=true): %s", key, e)
+                missing[key] = str(e)
+        if missing and not self.skip_missing:
+            if len(missing) == 1:
+                raise BenchmarkDataNotFoundError(next(iter(missing.values())))
+            raise BenchmarkDataNotFoundError(
+                f"no data for {len(missing)} benchmarks ({', '.join(missing)}):\n"
+                + "\n".join(missing.values())
+            )
+        for key, message in missing.items():
+            self.skipped[key] = message
+            log.warning("skipping benchmark %s (skip_missing=true): %s", key, message)
         return out
