@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from specauf.errors import ConfigError, UserError
-from specauf.tracking import finish_wandb
+from specauf.tracking import finish_wandb, quiet_third_party
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +65,7 @@ def run_main(
     A user error exits with status 1 after one line; a bug re-raises. In a multirun both return None instead,
     so the sweep goes on (the failure is recorded by `on_failure`).
     """
+    quiet_third_party()
     try:
         return job()
     except Exception as err:

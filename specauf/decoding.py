@@ -322,6 +322,13 @@ class SpeculativeDecoder:
         eos = set(target.eos_token_ids if eos_ids is None else (int(i) for i in eos_ids))
         ids = as_ids(prompt_ids, device)
         prompt_len = ids.shape[1]
+        limit = getattr(target.config.get_text_config(), "max_position_embeddings", None)
+        if limit and prompt_len + max_new_tokens > limit:
+            raise ValueError(
+                f"a {prompt_len}-token prompt + {max_new_tokens} new tokens exceed the target's context of "
+                f"{limit} positions (its outputs past them are not defined). Fix: shorten the prompt or pass "
+                f"max_new_tokens <= {max(limit - prompt_len, 0)}"
+            )
 
         _sync(device)
         start = time.perf_counter()

@@ -22,7 +22,7 @@ from specauf.config import register_resolvers
 from specauf.dtypes import parse_dtype
 from specauf.evaluation import evaluate_suite, log_results, print_table, resolve_device, write_reports
 from specauf.loading import load_with_target
-from specauf.tracking import offline_fallback
+from specauf.tracking import offline_fallback, quiet_wandb_logger
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -42,7 +42,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.run_name = f"eval-{meta.get('run_name') or Path(cfg.ckpt).stem}"
     # Built before the suite runs: a logger config that cannot be built fails now, not after hours.
-    logger = instantiate(cfg.logger, **offline_fallback(cfg.logger)) if cfg.get("logger") else None
+    logger = (
+        quiet_wandb_logger(instantiate(cfg.logger, **offline_fallback(cfg.logger)))
+        if cfg.get("logger")
+        else None
+    )
     results = evaluate_suite(
         target,
         drafter,

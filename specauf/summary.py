@@ -12,7 +12,9 @@ HEADLINE = ("val/tf_tau", "val/token_acc", "val/loss", "val/info/full_ce", "trai
 
 
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    from specauf.progress import console as default_console
+
+    console = console or default_console()
     choices = summary.get("choices", {})
     title = f"specauf run: {summary.get('run_name')}  ({summary.get('status')})"
     table = Table(title=title, show_header=True, header_style="bold")

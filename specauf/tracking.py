@@ -1,4 +1,4 @@
-"""Experiment tracking (W&B): the one check for a login, and closing runs whatever happens."""
+"""Experiment tracking (W&B): the one check for a login, closing runs whatever happens, and quiet logs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import netrc
 import os
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,3 +64,27 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+class _DropTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡 Tip:")
+
+
+def quiet_third_party() -> None:
+    """Silence messages that are noise for a specauf run (and say nothing about it), once per process:
+    Lightning's litlogger advert, and torch's deprecation of `LeafSpec`, which Lightning's own pytree helper
+    triggers on every fit (not our code, nothing a user can change)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTip())
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+
+
+def quiet_wandb_logger(logger: object) -> object:
+    """Lightning's WandbLogger passes `anonymous=None` to wandb.init, which current wandb warns about even
+    though the setting does nothing: leave it out."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger

@@ -33,8 +33,9 @@ from specauf.evaluation import evaluate_suite, flat_metrics, log_results, print_
 from specauf.io import atomic_write
 from specauf.module import DrafterModule
 from specauf.preflight import preflight
+from specauf.progress import progress_callbacks
 from specauf.summary import print_summary
-from specauf.tracking import offline_fallback
+from specauf.tracking import offline_fallback, quiet_wandb_logger
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -77,18 +78,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("drafter: %s, %.2fM trainable parameters", type(drafter).__name__, trainable / 1e6)
     log.info("loss: %r; curriculum: %r", loss, module.curriculum)
 
-    logger = instantiate(cfg.logger, **offline_fallback(cfg.logger)) if cfg.get("logger") else None
+    logger = (
+        quiet_wandb_logger(instantiate(cfg.logger, **offline_fallback(cfg.logger)))
+        if cfg.get("logger")
+        else None
+    )
     if logger is not None:
         if resumed is not None:  # before the logger writes: Lightning's CSV writer would delete the old curve
             keep_previous_metrics(logger, f"until-resume-from-step{resumed['global_step']}")
         logger.log_hyperparams({**resolved, "choices": choices})
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     callbacks.append(StepSeed(cfg.seed))  # per-batch seeding: a resumed run draws what the original would
+    # A bar on a terminal; plain lines every log_every_n_steps when the output goes to a file.
+    progress, bar = progress_callbacks(cfg.trainer.get("log_every_n_steps") or 50)
+    callbacks += progress
     if cfg.get("guard"):
         callbacks.append(instantiate(cfg.guard))
     # Atomic checkpoint writes: a run killed mid-save keeps its previous last.ckpt intact.
     trainer = instantiate(
-        cfg.trainer, logger=logger or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        logger=logger or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=bar,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:

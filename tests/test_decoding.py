@@ -399,3 +399,14 @@ def test_one_static_cache_serves_every_prompt(target, prompts, references):
     for i in order:
         assert decoder.generate(prompts[i], NEW, eos_ids=[]).tokens == references[i]
     assert decoder._kv_cache is cache
+
+
+def test_a_prompt_and_budget_beyond_the_context_are_refused():
+    small = tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1,
+                        max_position_embeddings=16)  # fmt: skip
+    decoder = SpeculativeDecoder(small, None)
+    decoder.generate(list(range(10)), 6, eos_ids=[])  # exactly fits: 10 + 6 = 16, no error
+    with pytest.raises(
+        ValueError, match=r"a 10-token prompt \+ 7 new tokens exceed the target's context of 16"
+    ):
+        decoder.generate(list(range(10)), 7, eos_ids=[])

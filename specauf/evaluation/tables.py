@@ -97,10 +97,11 @@ def table_rows(results: dict[str, Any]) -> list[list[Any]]:
 
 def print_table(results: dict[str, Any], console: Any = None) -> None:
     """The per-benchmark table on the terminal."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from specauf.progress import console as default_console
+
+    console = console or default_console()
     table = Table(title=header_line(results), header_style="bold")
     headings = ("benchmark", "n", "skipped", "τ", "α_1", "tokens/s", "AR tokens/s", "speedup")
     digits = (None, None, None, 3, 3, 1, 1, 2)

@@ -7,6 +7,7 @@ layers (docs/method.md §2); the decoder uses it to verify drafted blocks (§6).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 from collections.abc import Callable
 from fractions import Fraction
@@ -71,6 +72,10 @@ class Target(torch.nn.Module):
         self.layer_ids: list[int] = self._check_layer_ids(layer_ids, num_feature_layers)
         self.mask_token_id: int | None = self._check_mask_token_id(mask_token_id, tokenizer)
         self.name: str = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        # transformers renamed the forward's cache argument (`past_key_values` → `cache`, the old name
+        # deprecated, to be removed in 5.40): pass whichever this version's model takes.
+        forward_args = inspect.signature(type(model).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         # Which weights of `name`: a hub revision or a package pin (None: not known).
         self.revision: str | None = revision or getattr(model.config, "_commit_hash", None)
 
@@ -277,7 +282,7 @@ class Target(torch.nn.Module):
             torch.compiler.cudagraph_mark_step_begin()
         out = forward(
             input_ids=input_ids,
-            past_key_values=past_key_values,
+            **{self._cache_arg: past_key_values},
             use_cache=True,
             output_hidden_states=True,
             logits_to_keep=logits_to_keep,
