@@ -35,7 +35,7 @@ def test_cli(tmp_path, target):
 
 
 @pytest.mark.cli
-@pytest.mark.parametrize("kind", ["dflash", "domino"])
+@pytest.mark.parametrize("kind", ["domino", pytest.param("dflash", marks=pytest.mark.slow)])
 def test_evaluate_measures_tau_of_an_export(tmp_path, target, kind):
     out = tmp_path / "export"
     proc = run_cli("specauf.export", f"ckpt={checkpoint(tmp_path, target, make_drafter(kind, target))}",

@@ -41,7 +41,11 @@ def test_preset_comment_says_how_to_run_it():
         assert text.startswith("# @package _global_") and f"experiment={preset}" in text, preset
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+# The smoke preset runs in `make test`; the GPU-sized ones (same code paths, other sizes) in `make test-slow`.
+RUN_PRESETS = [p if p == "smoke" else pytest.param(p, marks=pytest.mark.slow) for p in PRESETS]
+
+
+@pytest.mark.parametrize("preset", RUN_PRESETS)
 @pytest.mark.cli
 def test_preset_runs_a_few_steps_on_the_tiny_target(preset, tmp_path, chat_file):
     cfg = compose_train(f"experiment={preset}")

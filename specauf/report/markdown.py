@@ -10,7 +10,7 @@ from specauf.report.runs import Run, bench_title
 from specauf.report.tables import caption, summary_table, tau_table
 from specauf.report.variants import DASH, Report
 
-PLOTS = ("tau_per_benchmark", "alpha_k", "token_acc_vs_tau")
+PLOTS = ("tau_per_benchmark", "alpha_k", "token_acc_vs_tau", "tau_over_steps")
 
 
 def _run_name(run: Run) -> str:

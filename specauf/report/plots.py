@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from specauf.report.curves import plot_curves
 from specauf.report.runs import Run, bench_title
 from specauf.report.variants import Report, Stat, Variant, stat
 
@@ -195,6 +196,22 @@ def plot_token_acc_vs_tau(report: Report, fig: Any) -> None:
     ax.legend(fontsize=8, framealpha=0.9)
 
 
+def plot_tau_over_steps(report: Report, fig: Any) -> None:
+    """Real τ (RealTau's val/tau/avg) and teacher-forced val/tf_tau over training, mean over each variant's seeds."""
+    colors = _colors(report)
+    ax = fig.add_subplot(1, 1, 1)
+    variants = [(v.full_label, colors[id(v)], [r.curves for r in v.runs]) for v in report.variants]
+    if not plot_curves(variants, ax):
+        fig.clear()
+        _no_data(
+            fig,
+            "τ over steps",
+            "No run logged val/tau/avg or val/tf_tau to csv/metrics.csv: nothing to plot.",
+        )
+        return
+    ax.set_title("real τ (solid) and teacher-forced τ (dashed) over training", fontsize=10)
+
+
 def figures(report: Report) -> list[tuple[str, Any]]:
     """(file name, drawn Figure) of each plot, sized to the number of benchmarks and variants."""
     width = max(9.0, 1.2 * (len(report.benchmarks) + 1) * max(1.0, len(report.variants) / 3))
@@ -202,6 +219,7 @@ def figures(report: Report) -> list[tuple[str, Any]]:
         ("tau_per_benchmark.png", plot_tau_per_benchmark, (min(width, 20.0), 5.5)),
         ("alpha_k.png", plot_alpha, (9.0, 5.5)),
         ("token_acc_vs_tau.png", plot_token_acc_vs_tau, (8.0, 6.0)),
+        ("tau_over_steps.png", plot_tau_over_steps, (9.0, 5.5)),
     ]
     out = []
     for name, plot, size in plots:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from specauf.data.benchmarks import BENCHMARK_TITLES
 from specauf.errors import UserError
+from specauf.report.curves import read_curves
 from specauf.report.labels import run_labels
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Run:
     # "backbone" / "loss" → name, order (and for losses support, decay, form): see specauf.report.labels.
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     variant: Variant | None = None
+    # metric → [(step, value)] of real τ and TF-τ over training (specauf.report.curves), when logged to CSV.
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
     def backbone(self) -> str:
@@ -132,6 +135,7 @@ def read_run(summary_path: Path, root: Path) -> Run:
         _read_flat_eval(run, summary.get("eval") or {})
     # After eval.json: an old summary without block_size gets it from there, and the labels may need it.
     run.labels = run_labels(summary.get("labels"), run.choices, run.block_size)
+    run.curves = read_curves(run_dir)
     return run
 
 

@@ -1,4 +1,4 @@
-"""Writing a report: the six files (OUTPUTS) to a directory, and optionally the tables and plots to W&B."""
+"""Writing a report: the files in OUTPUTS to a directory, and optionally the tables and plots to W&B."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ OUTPUTS = (
     "tau_per_benchmark.png",
     "alpha_k.png",
     "token_acc_vs_tau.png",
+    "tau_over_steps.png",
 )
 
 
 def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
-    """Write the six outputs (OUTPUTS) to `out_dir`; returns name → path."""
+    """Write the outputs (OUTPUTS) to `out_dir`; returns name → path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in OUTPUTS}
     atomic_write(paths["table.md"], markdown_report(report))

@@ -1,4 +1,5 @@
-"""`specauf.evaluation.callback.RealTau`: real τ curves during training, next to teacher-forced τ."""
+"""`specauf.evaluation.callback.RealTau`: real τ curves during training, next to teacher-forced τ (and, in
+the same run, `specauf.progress`'s plain lines off a terminal)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,10 @@ def test_training_logs_real_tau_at_every_interval(tmp_path, chat_file):
     taus = [float(r["val/tau/avg"]) for r in rows if r.get("val/tau/avg")]
     assert all(1.0 <= t <= 8.0 for t in taus)
     assert any(r.get("val/tf_tau") for r in rows)  # teacher-forced τ logged next to it
+    # Not on a terminal (a subprocess): plain progress lines every log_every_n_steps, and none of the noise.
+    out = proc.stdout + proc.stderr
+    lines = [line for line in out.splitlines() if "steps/s" in line]
+    assert [line.split("step ")[1].split(" |")[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], lines
+    assert "| loss " in lines[0] and "| TF-τ " in lines[0] and "ETA " in lines[0]
+    assert "Epoch 0/-2" not in out and "💡 Tip" not in out and "LeafSpec" not in out
+    assert "past_key_values` is deprecated" not in out

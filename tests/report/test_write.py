@@ -24,7 +24,7 @@ def test_wandb_offline_logs_tables_and_images(
     where = rep.log_to_wandb(report, paths, "specauf-test", None)
     assert "offline" in where
     files = {p.name.split("_0_")[0] for p in (made / "wandb").rglob("files/media/*/report/*")}
-    assert files == {"variants", "runs", "tau_per_benchmark", "alpha_k", "token_acc_vs_tau"}
+    assert files == {"variants", "runs", "tau_per_benchmark", "alpha_k", "token_acc_vs_tau", "tau_over_steps"}
 
 
 def test_wandb_mode_follows_the_login(monkeypatch: pytest.MonkeyPatch) -> None:
