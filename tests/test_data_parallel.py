@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,9 @@ def test_two_processes_train_the_single_process_model(tmp_path, chat_file):
             "specauf.train", *common, *extra, f"hydra.run.dir={tmp_path / name}", cwd=REPO, timeout=300
         )
         assert result.returncode == 0, result.stderr[-3000:]
+        # Under DDP every process finishes training; one evaluates, writes the summary and prints it.
+        assert result.stdout.count("specauf run") == 1, name
+        assert json.loads((tmp_path / name / "summary.json").read_text())["steps"] == 5
     one, two = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "two")
     assert sorted(one) == sorted(two) == list(range(5))
     for step in one:

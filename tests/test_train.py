@@ -106,9 +106,10 @@ def test_bad_input_fails_at_start_with_a_clear_message(tmp_path, chat_file, args
     )  # not Hydra's wrapper
 
 
+@pytest.mark.slow  # make test covers DDP in test_data_parallel.py (exactness, one summary)
 @pytest.mark.cli
 def test_ddp_two_processes(tmp_path, chat_file):
-    """trainer=ddp: two processes (gloo on CPU; NCCL on GPUs) train one model; one writes the summary."""
+    """trainer=ddp with the CPU-sized default shapes: two processes (gloo) train one model; one summary."""
     run_dir = tmp_path / "run"
     proc = run_cli(
         "specauf.train",
