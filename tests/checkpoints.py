@@ -59,3 +59,13 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
+
+
+def trained_like(drafter: torch.nn.Module) -> torch.nn.Module:
+    """Random weights everywhere (Domino's zero-initialised w2 included), as after some training: every
+    tensor's mapping then matters in a round trip."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in drafter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
+    return drafter.eval()

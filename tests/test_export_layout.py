@@ -24,7 +24,7 @@ from specauf.export_layout import (
 )
 from specauf.loading import META_KEYS, load_drafter, load_with_target
 from specauf.target import Target, tiny_random
-from tests.checkpoints import save_checkpoint
+from tests.checkpoints import save_checkpoint, trained_like
 
 TINY_TARGET = {"num_layers": 4, "hidden_size": 32, "intermediate_size": 64, "num_feature_layers": 2}
 
@@ -32,15 +32,6 @@ TINY_TARGET = {"num_layers": 4, "hidden_size": 32, "intermediate_size": 64, "num
 @pytest.fixture(scope="module")
 def target() -> Target:
     return tiny_random(**TINY_TARGET)
-
-
-def trained_like(drafter: torch.nn.Module) -> torch.nn.Module:
-    """Random weights everywhere (Domino's zero-initialised w2 included), as after some training."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in drafter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
-    return drafter.eval()
 
 
 def make_drafter(kind: str, target: Target, **kwargs) -> DFlashDrafter:

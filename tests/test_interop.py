@@ -17,7 +17,7 @@ from specauf.drafters.domino import DominoDrafter
 from specauf.export_layout import export_checkpoint
 from specauf.interop import load_zlab, serve_mask_in_target, zlab_generate
 from specauf.target import Target, tiny_random
-from tests.checkpoints import save_checkpoint
+from tests.checkpoints import save_checkpoint, trained_like
 
 pytestmark = pytest.mark.interop
 
@@ -29,15 +29,6 @@ specforge = pytest.importorskip(
 TINY = {"num_layers": 4, "hidden_size": 32, "intermediate_size": 64, "num_feature_layers": 2, "seed": 0}
 SERVED_AS = 17  # a learned mask is served under an id that never occurs in the sequences below
 ATOL = 1e-5
-
-
-def trained_like(drafter: torch.nn.Module) -> torch.nn.Module:
-    """Random weights everywhere (Domino's zero-initialised w2 included): every tensor's mapping matters."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in drafter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
-    return drafter.eval()
 
 
 def exported(
