@@ -32,14 +32,20 @@ def _zlab() -> Any:
     return zlab
 
 
-def load_zlab(export_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """z-lab's `DFlashDraftModel.from_pretrained(export_dir)`; CheckpointError unless every tensor fits."""
-    zlab = _zlab()
-    model, info = zlab.DFlashDraftModel.from_pretrained(export_dir, output_loading_info=True, dtype=dtype)
+def load_exactly(
+    cls: Any, export_dir: str | os.PathLike, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
+    """`cls.from_pretrained(export_dir)` (a field's HF-style class); CheckpointError unless every tensor fits."""
+    model, info = cls.from_pretrained(export_dir, output_loading_info=True, dtype=dtype)
     wrong = {k: info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
     if wrong:
-        raise CheckpointError(f"{export_dir}: z-lab's DFlashDraftModel does not load it as is: {wrong}")
+        raise CheckpointError(f"{export_dir}: {cls.__name__} does not load it as is: {wrong}")
     return model.eval()
+
+
+def load_zlab(export_dir: str | os.PathLike, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """z-lab's `DFlashDraftModel` of an export, refusing missing, unexpected or reshaped tensors."""
+    return load_exactly(_zlab().DFlashDraftModel, export_dir, dtype)
 
 
 def served_mask_embedding(export_dir: str | os.PathLike) -> tuple[int, torch.Tensor] | None:

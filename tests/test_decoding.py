@@ -19,6 +19,7 @@ from torch.testing import assert_close
 
 from specauf.decoding import SpeculativeDecoder, plain_greedy
 from specauf.drafters.dflash import DFlashDrafter
+from specauf.drafters.domino import DominoDrafter
 from specauf.evaluation.mismatch import describe_mismatch, first_divergence, top2_gap
 from specauf.sampling import sampling_probs, top_p_filter
 from specauf.target import Target, smollm2_135m, tiny_random
@@ -295,8 +296,6 @@ def assert_matches(counts: Counter, expected: dict[tuple[int, ...], float], samp
 def test_sampling_with_a_soft_drafter_matches_the_target(kind):
     # Drafts sampled from the drafter's own q (top-3 of a random drafter at T = 1): accepted with
     # min(1, p/q) or resampled from the residual, so the decoder's plumbing of q is what is tested.
-    from specauf.drafters.domino import DominoDrafter
-
     target = tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1, seed=1)
     # Seeds under which the random q's top 3 overlap the target's often enough to accept (Domino's head
     # drawn too: zero-initialised it would leave the base logits alone).

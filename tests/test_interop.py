@@ -15,7 +15,13 @@ from specauf.decoding import SpeculativeDecoder
 from specauf.drafters.dflash import DFlashDrafter
 from specauf.drafters.domino import DominoDrafter
 from specauf.export_layout import export_checkpoint
-from specauf.interop import load_zlab, serve_mask_in_target, zlab_generate
+from specauf.interop import (
+    load_exactly,
+    load_zlab,
+    serve_mask_in_target,
+    served_mask_embedding,
+    zlab_generate,
+)
 from specauf.target import Target, tiny_random
 from tests.checkpoints import save_checkpoint, trained_like
 
@@ -45,13 +51,6 @@ def exported(
     return drafter, target, out
 
 
-def load_theirs(cls: type, out) -> torch.nn.Module:
-    model, info = cls.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    assert not info["mismatched_keys"], info
-    return model.eval()
-
-
 def block_inputs(drafter, target: Target, served_embedding: torch.Tensor | None):
     """One context of 7 tokens and the block drafted after it, as both sides take them."""
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
@@ -74,18 +73,18 @@ def our_hidden(drafter, features, embeds, positions) -> torch.Tensor:
     return drafter(embeds, positions[:, 7:], ctx, None)  # [1, B, H], after the final norm
 
 
-def served_mask(out) -> torch.Tensor | None:
-    path = out / "mask_embedding.pt"
-    return torch.load(path, weights_only=True)["embedding"] if path.exists() else None
+def served_embedding(out) -> torch.Tensor | None:
+    served = served_mask_embedding(out)
+    return None if served is None else served[1]
 
 
 @pytest.mark.parametrize("learned", [False, True], ids=["spare-row", "learned-mask"])
 def test_zlab_dflash_loads_the_export_and_computes_the_same_hidden_states(tmp_path, learned):
     drafter, target, out = exported(tmp_path, "dflash", learned)
-    theirs = load_theirs(zlab.DFlashDraftModel, out)
+    theirs = load_zlab(out)
     assert theirs.target_layer_ids == target.layer_ids and theirs.block_size == drafter.block_size
     assert theirs.mask_token_id == (SERVED_AS if learned else target.mask_token_id)
-    features, embeds, noise, positions = block_inputs(drafter, target, served_mask(out))
+    features, embeds, noise, positions = block_inputs(drafter, target, served_embedding(out))
     with torch.no_grad():
         want = our_hidden(drafter, features, embeds, positions)
         got = theirs(position_ids=positions, noise_embedding=noise, target_hidden=features)
@@ -99,9 +98,9 @@ def test_zlab_dflash_loads_the_export_and_computes_the_same_hidden_states(tmp_pa
 @pytest.mark.parametrize("learned", [False, True], ids=["spare-row", "learned-mask"])
 def test_specforge_domino_loads_the_export_and_computes_the_same_logits(tmp_path, learned):
     drafter, target, out = exported(tmp_path, "domino", learned)
-    theirs = load_theirs(specforge.DominoDraftModel, out)
+    theirs = load_exactly(specforge.DominoDraftModel, out)
     assert (theirs.shift_label, theirs.pure_draft_prefix_len) == (True, drafter.base_slots)
-    features, embeds, noise, positions = block_inputs(drafter, target, served_mask(out))
+    features, embeds, noise, positions = block_inputs(drafter, target, served_embedding(out))
     gold = torch.tensor([[3, 14, 15, 92, 65, 35]])  # the block's tokens t1..tB, teacher-forced
     with torch.no_grad():
         hidden = our_hidden(drafter, features, embeds, positions)
