@@ -1,7 +1,7 @@
 """Training progress that speaks wherever the output goes.
 
-On a terminal: Lightning's bar, labelled by step (a step-bounded run has no epoch count: the stock bar reads
-"Epoch 0/-2"). Written to a file (nohup, SLURM, CI), where a bar only prints when it closes: one plain line
+On a terminal: Lightning's rich bar, labelled "train" (a step-bounded run has no epoch count: the stock bar
+reads "Epoch 0/-2"). Written to a file (nohup, SLURM, CI), where a bar only prints when it closes: one plain line
 every `every_n_steps` — step, loss, teacher-forced τ, steps/s, ETA. `progress_callbacks()` picks.
 """
 
@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
 log = logging.getLogger(__name__)
@@ -28,15 +28,13 @@ def console() -> Console:
     return Console() if interactive() else Console(width=200, soft_wrap=True)
 
 
-class StepProgressBar(TQDMProgressBar):
-    """Lightning's bar, described by step instead of epoch."""
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich bar, without an epoch count a step-bounded run does not have."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description("train")
-        if trainer.max_steps and trainer.max_steps > 0:
-            self.train_progress_bar.reset(total=trainer.max_steps)
-            self.train_progress_bar.n = trainer.global_step
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        return f"{'train':{len(self.validation_description)}}"
 
 
 class ProgressLines(L.Callback):
