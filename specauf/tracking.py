@@ -75,7 +75,9 @@ def quiet_third_party() -> None:
     """Silence messages that are noise for a specauf run (and say nothing about it), once per process:
     Lightning's litlogger advert, and torch's deprecation of `LeafSpec`, which Lightning's own pytree helper
     triggers on every fit (not our code, nothing a user can change)."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTip())
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTip) for f in rank_zero.filters):  # every run of a sweep calls this
+        rank_zero.addFilter(_DropTip())
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
