@@ -57,6 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         seed=cfg.seed,
         ar_baseline=cfg.ar_baseline,
         max_prompts=cfg.max_prompts,
+        batch_size=cfg.batch_size,
     )
     results["checkpoint"] = {k: meta.get(k) for k in ("path", "global_step", "epoch", "target_name")}
     results["choices"] = meta.get("choices")

@@ -36,6 +36,7 @@ def preflight(cfg: DictConfig, target: Any, run_dir: Path) -> None:
         lambda: _device(cfg.trainer),
         lambda: _trainer_keys(cfg.trainer),
         lambda: _learning_rate(cfg),
+        lambda: _eval_knobs(cfg),
     ):
         _collect(check, problems)
     if problems:
@@ -107,4 +108,19 @@ def _learning_rate(cfg: DictConfig) -> None:
     if lr is not None and not float(lr) > 0:
         raise ConfigError(
             f"optim.optimizer.lr must be positive, got {lr}. Fix: optim.optimizer.lr=<e.g. 6e-4>"
+        )
+
+
+def _eval_knobs(cfg: DictConfig) -> None:
+    knobs = cfg.get("eval") or {}
+    batch_size = knobs.get("batch_size", 1)
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(
+            f"eval.batch_size must be a whole number >= 1, got {batch_size!r}. Fix: eval.batch_size=1 (batch 1) "
+            "or e.g. eval.batch_size=16 (batched speculative decoding)"
+        )
+    temperature = knobs.get("temperature", 0.0)
+    if temperature is not None and float(temperature) < 0:
+        raise ConfigError(
+            f"eval.temperature must be >= 0 (0 = greedy), got {temperature}. Fix: eval.temperature=0"
         )

@@ -58,6 +58,19 @@ def test_every_problem_is_named_with_its_fix_in_one_message(tmp_path, target):
     assert "optim.optimizer.lr must be positive, got -1" in message
 
 
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("eval.batch_size=0", "eval.batch_size must be a whole number >= 1, got 0. Fix: eval.batch_size=1"),
+        ("eval.temperature=-0.5", "eval.temperature must be >= 0 (0 = greedy), got -0.5"),
+    ],
+)
+def test_bad_eval_knobs(tmp_path, target, override, expected):
+    with pytest.raises(ConfigError) as err:
+        preflight(composed(tmp_path, override), target, tmp_path / "run")
+    assert expected in str(err.value)
+
+
 def test_a_tokenizer_without_a_chat_template(tmp_path):
     bare = tiny_random()
     bare.tokenizer.chat_template = None

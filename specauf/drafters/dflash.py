@@ -196,8 +196,8 @@ class DFlashDrafter(nn.Module):
         """Draft one block per row: anchors [b] at positions [b] → drafted token ids [b, D] (greedy).
 
         Every context position in `ctx_kv` is visible (the decoder only holds committed tokens before the
-        anchor), unless `context_mask` [S] (True = visible) says otherwise: a preallocated context cache
-        holds stale rows past its length. Drafted token j sits at position anchor + j + 1. With `sample`
+        anchor), unless `context_mask` [S] or [b, S] (True = visible) says otherwise: a preallocated context
+        cache holds stale rows past its length. Drafted token j sits at position anchor + j + 1. With `sample`
         (logits [b, V] → tokens [b]) the tokens are drawn by it and (tokens, logits [b, D, V]) is returned:
         speculative sampling needs the distribution each draft came from.
         """
@@ -223,9 +223,10 @@ class DFlashDrafter(nn.Module):
         pos = anchor_pos[:, None] + torch.arange(self.block_size, device=anchor_ids.device)
         mask = None
         if context_mask is not None:
-            # the block's own keys are all visible to each other (docs/method.md §2)
-            block = context_mask.new_ones(self.block_size)
-            mask = torch.cat([context_mask, block])[None, None, None, :]
+            # the block's own keys are all visible to each other (docs/method.md §2); [S] is shared by every
+            # row, [b, S] is per row (batched decoding: each row has its own context length)
+            rows = context_mask.expand(b, -1) if context_mask.dim() == 1 else context_mask
+            mask = torch.cat([rows, rows.new_ones(b, self.block_size)], dim=1)[:, None, None, :]
         hidden = self(self.block_embeddings(block_ids, embed), pos, ctx_kv, mask)
         return self.drafted_hidden(hidden)[:, 0]
 

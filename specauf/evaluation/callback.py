@@ -25,7 +25,8 @@ class RealTau(L.Callback):
     """Log real τ every `every_n_steps` (and after the last step) on the main process.
 
     `enabled`: true, false, or "auto" (on when training on a GPU). `suite`: the run's benchmark suite, cut to
-    `prompts_per_benchmark` prompts of at most `max_new_tokens` new tokens each; the same prompts every time.
+    `prompts_per_benchmark` prompts of at most `max_new_tokens` new tokens each; the same prompts every time,
+    `batch_size` of them decoded at once (`specauf.batched`).
     Skipped under FSDP, where no single process holds the whole drafter.
     """
 
@@ -36,14 +37,16 @@ class RealTau(L.Callback):
         enabled: bool | str = "auto",
         prompts_per_benchmark: int = 2,
         max_new_tokens: int = 32,
+        batch_size: int = 16,
     ) -> None:
         if enabled not in (True, False, "auto"):
             raise ConfigError(f"real_tau.enabled must be true, false or auto, got {enabled!r}")
-        if every_n_steps < 1 or prompts_per_benchmark < 1 or max_new_tokens < 1:
+        if min(every_n_steps, prompts_per_benchmark, max_new_tokens, batch_size) < 1:
             raise ConfigError(
-                "real_tau.every_n_steps, prompts_per_benchmark and max_new_tokens must be positive, got "
-                f"{every_n_steps}, {prompts_per_benchmark}, {max_new_tokens}"
+                "real_tau.every_n_steps, prompts_per_benchmark, max_new_tokens and batch_size must be positive, "
+                f"got {every_n_steps}, {prompts_per_benchmark}, {max_new_tokens}, {batch_size}"
             )
+        self.batch_size = batch_size
         self.enabled, self.every_n_steps = enabled, every_n_steps
         self.suite = _cut(suite, prompts_per_benchmark, max_new_tokens) if suite is not None else None
         self._last_step = -1
@@ -68,7 +71,9 @@ class RealTau(L.Callback):
         drafter, target = pl_module.drafter, pl_module.target
         with torch.autocast(trainer.strategy.root_device.type, enabled=False):
             # evaluate_suite puts the drafter in eval mode and back.
-            results = evaluate_suite(target, drafter, self.suite, ar_baseline=False, progress=False)
+            results = evaluate_suite(
+                target, drafter, self.suite, ar_baseline=False, progress=False, batch_size=self.batch_size
+            )
         metrics = {
             f"val/tau/{name}": b["tau"] for name, b in results["benchmarks"].items() if b["tau"] is not None
         }

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from specauf.batched import BatchedSpeculativeDecoder
 from specauf.data.benchmarks import BenchPrompt
 from specauf.decoding import DecodeResult, SpeculativeDecoder
+
+Turns = list[tuple[list[int], DecodeResult]]
 
 
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -57,3 +60,46 @@ def run_conversation(
             {"role": "assistant", "content": tokenizer.decode(result.tokens, skip_special_tokens=True)}
         )
     return out
+
+
+def run_conversations(
+    decoder: SpeculativeDecoder | BatchedSpeculativeDecoder,
+    prompts: list[BenchPrompt],
+    max_new_tokens: int,
+    limit: int | None,
+) -> list[Turns | PromptTooLong]:
+    """`run_conversation` for every prompt: its turns, or the `PromptTooLong` that skipped it.
+
+    A batched decoder decodes turn t of every prompt together, then turn t + 1 (which sees each prompt's
+    own earlier answers); a batch-1 decoder takes the prompts one by one.
+    """
+    if not isinstance(decoder, BatchedSpeculativeDecoder):
+        out: list[Turns | PromptTooLong] = []
+        for prompt in prompts:
+            try:
+                out.append(run_conversation(decoder, prompt, max_new_tokens, limit))
+            except PromptTooLong as err:
+                out.append(err)
+        return out
+    tokenizer = decoder.target.tokenizer
+    done: list[Turns | PromptTooLong] = [[] for _ in prompts]
+    histories: list[list[dict[str, str]]] = [[] for _ in prompts]
+    for turn in range(max((len(p.turns) for p in prompts), default=0)):
+        batch, batch_ids = [], []
+        for i, prompt in enumerate(prompts):
+            if turn >= len(prompt.turns) or isinstance(done[i], PromptTooLong):
+                continue
+            histories[i].append({"role": "user", "content": prompt.turns[turn]})
+            ids = chat_prompt_ids(tokenizer, histories[i])
+            if limit is not None and len(ids) > limit - max_new_tokens:
+                done[i] = PromptTooLong(turn, len(ids))
+                continue
+            batch.append(i)
+            batch_ids.append(ids)
+        for i, ids, result in zip(
+            batch, batch_ids, decoder.generate_many(batch_ids, max_new_tokens), strict=True
+        ):
+            done[i].append((ids, result))
+            reply = tokenizer.decode(result.tokens, skip_special_tokens=True)
+            histories[i].append({"role": "assistant", "content": reply})
+    return done

@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from specauf.batched import BatchedSpeculativeDecoder
 from specauf.data.benchmarks import BenchmarkSuite, BenchPrompt
 from specauf.decoding import DecodeResult, SpeculativeDecoder
 from specauf.dtypes import dtype_name
 from specauf.errors import ConfigError
 from specauf.evaluation.mismatch import describe_mismatch
-from specauf.evaluation.prompts import PromptTooLong, chat_prompt_ids, context_limit, run_conversation
+from specauf.evaluation.prompts import PromptTooLong, chat_prompt_ids, context_limit, run_conversations
 from specauf.evaluation.stats import bench_result, mean
 from specauf.evaluation.tables import write_reports
 
@@ -45,11 +46,14 @@ def evaluate_suite(
     out_dir: Path | str | None = None,
     max_prompts: int | None = None,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """τ, acceptance histogram, α_k, tokens/s and (with `ar_baseline`) the speedup per benchmark.
 
-    Each prompt gets the target's chat template and is decoded up to its benchmark's `max_new_tokens`, batch
-    1; with `ar_baseline` it is decoded again through the same loop with block size 1. Target and drafter must
+    Each prompt gets the target's chat template and is decoded up to its benchmark's `max_new_tokens`; with
+    `ar_baseline` it is decoded again through the same loop with block size 1. `batch_size` > 1 decodes that
+    many prompts at once (`specauf.batched`, both decoders; greedy outputs are the same as batch 1's, and
+    tokens/s is then the batch's throughput). Target and drafter must
     be on the same device. Prompts that leave no room for the new tokens in the target's context are skipped
     with a warning and counted. Under greedy decoding a speculative output that differs from the AR one is
     counted (`greedy_mismatches`) and reported with the target's top-2 logit gap at the first difference.
@@ -61,8 +65,12 @@ def evaluate_suite(
     try:
         prompts_by_bench = suite.load()
         knobs = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
-        spec = SpeculativeDecoder(target, drafter, **knobs)
-        ar = SpeculativeDecoder(target, None, **knobs)
+        if batch_size > 1:
+            spec = BatchedSpeculativeDecoder(target, drafter, batch_size, **knobs)
+            ar = BatchedSpeculativeDecoder(target, None, batch_size, **knobs)
+        else:
+            spec = SpeculativeDecoder(target, drafter, **knobs)
+            ar = SpeculativeDecoder(target, None, **knobs)
         limit = context_limit(target)
         _warm_up(target, (spec, ar) if ar_baseline else (spec,), prompts_by_bench, max_prompts, limit)
         total = sum(len(p[:max_prompts]) for p in prompts_by_bench.values())
@@ -94,6 +102,7 @@ def evaluate_suite(
         "top_p": top_p,
         "top_k": top_k,
         "ar_baseline": ar_baseline,
+        "batch_size": batch_size,
         "device": str(target.device),
         "dtype": dtype_name(target.dtype),
         "benchmarks": benchmarks,
@@ -122,7 +131,10 @@ def _warm_up(
     new_tokens = 2 * decoders[0].max_tau
     if limit is None or len(ids) + new_tokens <= limit:
         for decoder in decoders:
-            decoder.generate(ids, new_tokens, eos_ids=[])
+            if isinstance(decoder, BatchedSpeculativeDecoder):
+                decoder.generate_many([ids] * decoder.batch_size, new_tokens, eos_ids=[])
+            else:
+                decoder.generate(ids, new_tokens, eos_ids=[])
 
 
 def _evaluate_benchmark(
@@ -139,28 +151,29 @@ def _evaluate_benchmark(
     ar_runs: list[list[DecodeResult]] | None = [] if ar is not None else None
     skipped: list[str] = []
     mismatches: list[str] = []
-    for prompt in prompts:
-        try:
-            spec_turns = run_conversation(spec, prompt, max_new_tokens, limit)
-            ar_turns = run_conversation(ar, prompt, max_new_tokens, limit) if ar is not None else None
-        except PromptTooLong as err:
+    spec_all = run_conversations(spec, prompts, max_new_tokens, limit)
+    ar_all = (
+        run_conversations(ar, prompts, max_new_tokens, limit) if ar is not None else [None] * len(prompts)
+    )
+    for prompt, spec_turns, ar_turns in zip(prompts, spec_all, ar_all, strict=True):
+        bar.update()
+        too_long = next((t for t in (spec_turns, ar_turns) if isinstance(t, PromptTooLong)), None)
+        if too_long is not None:
             log.warning(
                 "%s %s: skipped, %s and the target's context is %s tokens (max_new_tokens %d)",
                 name,
                 prompt.uid,
-                err,
+                too_long,
                 limit,
                 max_new_tokens,
             )
             skipped.append(prompt.uid)
-            bar.update()
             continue
         runs.append([r for _, r in spec_turns])
         if ar_turns is not None:
             ar_runs.append([r for _, r in ar_turns])
             if spec.temperature == 0.0:
                 mismatches += greedy_mismatches(target, name, prompt.uid, spec_turns, ar_turns)
-        bar.update()
     out = bench_result(runs, ar_runs, spec.num_drafted, skipped)
     out["max_new_tokens"] = max_new_tokens
     if ar is not None and spec.temperature == 0.0:

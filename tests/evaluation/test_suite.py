@@ -117,6 +117,33 @@ def test_overlong_prompt_is_skipped_and_counted(target, drafter, caplog):
         assert f"gsm8k {uid}: skipped" in caplog.text
 
 
+@pytest.mark.parametrize("batch_size", [2, 5])
+def test_batched_evaluation_equals_batch_one(target, drafter, batch_size):
+    # Multi-turn (MT-Bench's turn 2 after each prompt's own turn 1) and single-turn, spec and AR batched.
+    suite = small_suite(gsm8k=(3, 12), mt_bench=(2, 8))
+    one = evaluate_suite(target, drafter, suite, progress=False)
+    many = evaluate_suite(target, drafter, suite, progress=False, batch_size=batch_size)
+    assert many["batch_size"] == batch_size
+    for name, b in one["benchmarks"].items():
+        m = many["benchmarks"][name]
+        for key in ("n", "tau", "histogram", "new_tokens", "decoded_tokens", "greedy_mismatches"):
+            assert m[key] == b[key], (name, key)
+        assert m["tokens_per_s"] > 0 and m["speedup"] > 0
+
+
+def test_batched_evaluation_skips_overlong_prompts(target, drafter):
+    suite = small_suite(gsm8k=(6, 4))
+    lengths = sorted(
+        len(chat_prompt_ids(target.tokenizer, [{"role": "user", "content": p.turns[0]}]))
+        for p in suite.load()["gsm8k"]
+    )
+    short_target = tiny_random(**TINY_TARGET, max_position_embeddings=lengths[3] + 4)
+    one = evaluate_suite(short_target, drafter, suite, ar_baseline=False, progress=False)
+    many = evaluate_suite(short_target, drafter, suite, ar_baseline=False, progress=False, batch_size=4)
+    assert many["benchmarks"]["gsm8k"]["skipped_uids"] == one["benchmarks"]["gsm8k"]["skipped_uids"]
+    assert many["benchmarks"]["gsm8k"]["tau"] == one["benchmarks"]["gsm8k"]["tau"]
+
+
 def test_next_token_drafter_reports_its_range(target):
     torch.manual_seed(0)
     drafter = DFlashDrafter.from_target(target, num_layers=1, block_size=4, label_offset=1)

@@ -1,0 +1,148 @@
+"""Batched speculative decoding vs batch 1, in one run: τ, tokens/s and wall time per batch size.
+
+    python -m experiments.bench_batched --target tiny_random --batch 1 4 --n 2 --max-new-tokens 16   (CPU, seconds)
+    python -m experiments.bench_batched --ckpt <run dir or export> --batch 1 16 64 --n 32              (GPU, SmolLM2)
+    python -m experiments.bench_batched --target qwen3_8b_random --batch 1 16 64 --n 32                (GPU, 8B shapes)
+
+Every batch size decodes the same prompts (the first `--n` of each offline benchmark, MT-Bench with both turns)
+through `specauf.evaluation.evaluate_suite`, greedy, the speculative decoder and (with --ar) the autoregressive
+baseline batched the same way. Batch 1 is the batch-1 decoder (`specauf.decoding`, CUDA graphs on a GPU), the
+others `specauf.batched`. tokens/s is decoded tokens over decode time (prefill excluded, as in docs/method.md
+§6); wall is the whole evaluation of that batch size, prefill included. `qwen3_8b_random` is a Qwen3-8B-shaped
+target with random weights and SmolLM2's tokenizer (timing only: its outputs are noise and never stop early).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from specauf import target as targets
+from specauf.data.benchmarks import Benchmark, BenchmarkSuite
+from specauf.drafters.dflash import DFlashDrafter
+from specauf.evaluation import evaluate_suite, resolve_device
+from specauf.loading import load_with_target
+from specauf.target import Target
+
+OFFLINE = ("gsm8k", "math500", "humaneval", "mbpp", "mt_bench")
+
+# Qwen3-8B's published config (config.json of Qwen/Qwen3-8B), the shapes that matter for timing.
+QWEN3_8B = dict(
+    vocab_size=151_936, hidden_size=4096, intermediate_size=12_288, num_hidden_layers=36,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40_960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+)  # fmt: skip
+
+
+def qwen3_8b_random(device: torch.device) -> Target:
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    tokenizer = targets.smollm2_135m().tokenizer  # ids < 49,152: all valid rows of Qwen3's table
+    config = Qwen3Config(**QWEN3_8B, attn_implementation="sdpa")
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return Target(
+        model, tokenizer, layer_ids=[1, 9, 17, 25, 33], mask_token_id=151_669, name="qwen3_8b_random"
+    )
+
+
+def build(args: argparse.Namespace) -> tuple[torch.nn.Module, Target]:
+    device = resolve_device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.ckpt:
+        drafter, target, _ = load_with_target(args.ckpt, device=device, dtype=dtype)
+        return drafter.eval(), target
+    if args.target == "qwen3_8b_random":
+        target = qwen3_8b_random(device)
+    else:
+        target = {"smollm2_135m": targets.smollm2_135m, "tiny_random": targets.tiny_random}[args.target]()
+    torch.manual_seed(0)
+    drafter = DFlashDrafter.from_target(target, num_layers=args.num_layers, block_size=16)
+    target.to(device=device, dtype=dtype)
+    return drafter.to(device=device, dtype=dtype).eval(), target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--target", default="smollm2_135m", choices=["smollm2_135m", "qwen3_8b_random", "tiny_random"]
+    )
+    parser.add_argument(
+        "--ckpt", default=None, help="a trained drafter (run dir, .ckpt or export); else untrained"
+    )
+    parser.add_argument("--num-layers", type=int, default=5, help="untrained drafter: layers")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--n", type=int, default=32, help="prompts per benchmark")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--ar", action="store_true", help="also the batched autoregressive baseline")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default=None, help="benchmark files (default: $SPECAUF_DATA_DIR)")
+    parser.add_argument("--out", default=None, help="write the raw results here as JSON")
+    args = parser.parse_args(argv)
+
+    drafter, target = build(args)
+    suite = BenchmarkSuite(
+        **{
+            name: Benchmark(name, n=args.n, seed=0, max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
+                            use_hub=False)
+            for name in OFFLINE
+        },
+        skip_missing=True,
+    )  # fmt: skip
+    print(f"target {target.name} on {target.device} ({target.dtype}), drafter {type(drafter).__name__} "
+          f"B={drafter.block_size}, {args.n} prompts per benchmark, {args.max_new_tokens} new tokens")  # fmt: skip
+    rows = []
+    for batch in args.batch:
+        if target.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        results = evaluate_suite(
+            target, drafter, suite, ar_baseline=args.ar, progress=False, batch_size=batch
+        )
+        wall = time.perf_counter() - start
+        benches = results["benchmarks"].values()
+        decoded = sum(b["decoded_tokens"] for b in benches)
+        seconds = sum(b["decode_seconds"] for b in benches)
+        row = {
+            "batch": batch,
+            "tau": {name: b["tau"] for name, b in results["benchmarks"].items()},
+            "tau_avg": results["tau/avg"],
+            "prompts": sum(b["n"] for b in benches),
+            "decoded_tokens": decoded,
+            "tokens_per_s": decoded / seconds,
+            "prefill_seconds": sum(b["prefill_seconds"] for b in benches),
+            "wall_seconds": wall,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if target.device.type == "cuda" else None,
+        }
+        if args.ar:
+            ar_decoded = sum(b["ar_decoded_tokens"] for b in benches)
+            row["ar_tokens_per_s"] = ar_decoded / sum(b["ar_decode_seconds"] for b in benches)
+            row["greedy_mismatches"] = sum(b.get("greedy_mismatches", 0) for b in benches)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    base = rows[0]
+    print(f"\n| batch | τ avg | prompts | tokens/s | × batch {base['batch']} | wall s |"
+          + (" AR tokens/s | speedup over AR |" if args.ar else "") + " peak GiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.ar else "") + "---|")
+    for r in rows:
+        ar = (
+            f" {r['ar_tokens_per_s']:.0f} | {r['tokens_per_s'] / r['ar_tokens_per_s']:.2f} |"
+            if args.ar
+            else ""
+        )
+        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "–"
+        print(f"| {r['batch']} | {r['tau_avg']:.3f} | {r['prompts']} | {r['tokens_per_s']:.0f} | "
+              f"{r['tokens_per_s'] / base['tokens_per_s']:.1f} | {r['wall_seconds']:.1f} |{ar} {peak} |")  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
