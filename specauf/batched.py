@@ -171,15 +171,7 @@ class BatchedSpeculativeDecoder:
         hidden = key[None, None, :] > slots[:, :, None]  # [b, q, L]: causal, each row from its own length
         mask = torch.zeros(hidden.shape, dtype=target.dtype, device=tokens.device)
         mask = mask.masked_fill(hidden, torch.finfo(target.dtype).min)[:, None]
-        out = target.model(
-            input_ids=tokens,
-            attention_mask=mask,
-            position_ids=slots,
-            **{target._cache_arg: cache},
-            use_cache=True,
-            output_hidden_states=True,
-        )
-        return out.logits, target._select(out.hidden_states)
+        return target.forward_cached(tokens, cache, attention_mask=mask, position_ids=slots)
 
     def _accept(
         self, drafts: Tensor | None, logits: Tensor, draft_logits: Tensor | None

@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -280,16 +281,40 @@ class Target(torch.nn.Module):
                 raise ValueError("compiled steps need a static cache: new_cache(max_length=...)")
             forward = self._compiled_forward()
             torch.compiler.cudagraph_mark_step_begin()
-        out = forward(
+        logits, features = self.forward_cached(input_ids, past_key_values, logits_to_keep, forward=forward)
+        if static:
+            past_key_values.length += input_ids.shape[1]
+        return logits, features, past_key_values
+
+    def forward_cached(
+        self,
+        input_ids: Tensor,
+        cache: Any,
+        logits_to_keep: int = 0,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        forward: Callable | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """One forward of the LM through `cache` (any transformers Cache): (logits, features).
+
+        The one place that calls the model with a cache, under the argument name this transformers version
+        takes. `attention_mask` (a 4D additive mask) and `position_ids` are for callers that place tokens
+        themselves (batched decoding, `specauf.batched`).
+        """
+        extra = {
+            k: v
+            for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids))
+            if v is not None
+        }
+        out = (forward or self.model)(
             input_ids=input_ids,
-            **{self._cache_arg: past_key_values},
+            **{self._cache_arg: cache},
+            **extra,
             use_cache=True,
             output_hidden_states=True,
             logits_to_keep=logits_to_keep,
         )
-        if static:
-            past_key_values.length += input_ids.shape[1]
-        return out.logits, self._select(out.hidden_states), past_key_values
+        return out.logits, self._select(out.hidden_states)
 
     def _compiled_forward(self) -> Callable:
         # Kept out of the module's attributes (a compiled callable is not a submodule), made once per Target.
