@@ -306,7 +306,7 @@ class Target(torch.nn.Module):
             for k, v in (("attention_mask", attention_mask), ("position_ids", position_ids))
             if v is not None
         }
-        out = (forward or self.model)(
+        out = (forward if forward is not None else self.model)(
             input_ids=input_ids,
             **{self._cache_arg: cache},
             **extra,

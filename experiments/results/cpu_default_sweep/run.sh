@@ -14,6 +14,9 @@ declare -A ARMS=(
   [l1_b1_a128_s170]="backbone.num_layers=1 data.batch_size=1 data.num_anchors=128 trainer.max_steps=170"
   [l1_b1_a128_s170_lr6e-3]="backbone.num_layers=1 data.batch_size=1 data.num_anchors=128 trainer.max_steps=170 optim.optimizer.lr=6e-3"
   [l1_b1_a128_bs8_s230]="backbone.num_layers=1 data.batch_size=1 data.num_anchors=128 backbone.block_size=8 trainer.max_steps=230"
+  [l1_bs8_lr6e-3_s300]="backbone.num_layers=1 backbone.block_size=8 optim.optimizer.lr=6e-3 trainer.max_steps=300"
+  [l1_bs4_lr6e-3_s350]="backbone.num_layers=1 backbone.block_size=4 optim.optimizer.lr=6e-3 trainer.max_steps=350"
+  [l1_bs8_lr1e-2_s300]="backbone.num_layers=1 backbone.block_size=8 optim.optimizer.lr=1e-2 trainer.max_steps=300"
 )
 for arm in "${@:-${!ARMS[@]}}"; do
   [ -e "$OUT/$arm/summary.json" ] && continue

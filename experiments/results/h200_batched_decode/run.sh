@@ -5,7 +5,8 @@
 #     real and ragged across rows;
 #  2. SmolLM2-135M with that drafter: 32 prompts of each of the five offline benchmarks, 256 new tokens;
 #  3. a Qwen3-8B-shaped target with random weights (timing only) and an untrained 5-layer drafter: the same
-#     prompts, 128 new tokens.
+#     prompts, 128 new tokens, batch 32, 16, 1 (fastest first, for the device budget; no AR baseline). With 32
+#     prompts per benchmark and one benchmark at a time, a batch of 64 cannot fill: 32 is the largest that can.
 # Inputs made beforehand (the GPU machine has no network): ~/specauf/data/sharegpt_5k.jsonl,
 # ~/specauf/data/bench/, ~/specauf/SmolLM2-135M-Instruct.Q4_1.gguf, the wheels of ../shared/gpu/prepare.sh.
 # Usage: bash run.sh <repo root> <out dir>.
@@ -24,7 +25,7 @@ echo "train exit $?" >> "$OUT/status"
 python3 -m experiments.bench_batched --ckpt $OUT/train --batch 1 16 64 --n 32 --max-new-tokens 256 --ar \
   --out $OUT/smollm2.json > $OUT/smollm2.log 2>&1
 echo "smollm2 exit $?" >> "$OUT/status"
-python3 -m experiments.bench_batched --target qwen3_8b_random --batch 1 16 64 --n 32 --max-new-tokens 128 --ar \
+python3 -m experiments.bench_batched --target qwen3_8b_random --batch 32 16 1 --n 32 --max-new-tokens 128 \
   --out $OUT/qwen3_8b_random.json > $OUT/qwen3_8b_random.log 2>&1
 echo "qwen3_8b_random exit $?" >> "$OUT/status"
 echo done >> "$OUT/status"
