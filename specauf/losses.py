@@ -1,10 +1,12 @@
 """Block losses: pure functions of per-position tensors (docs/method.md §4), and Domino's curriculum (§5).
 
 Every loss here is a weighted mean of the per-position cross-entropy, `L = Σ w·ce / Σ w`; the losses differ
-only in the weights `w[n, j]`. Column `j` is the j-th *drafted* token of block `n` (j = 0 is the first token
-the drafter proposes), so the same loss serves a same-position drafter (DFlash: slots 1..B-1) and a
-next-token one (Domino: slots 0..B-1). The paper's `exp(-(k-1)/γ)` for DFlash slot k and `exp(-k/γ)` for
-Domino slot k are both `exp(-j/γ)` in this indexing.
+only in the weights `w[n, j]`. The field's own definitions (SpecForge's D-PACE and LK), which normalise
+differently or are not a weighted CE at all, are in `specauf.losses_field` on the same interface.
+Column `j` is the j-th *drafted* token of block `n` (j = 0 is the first token the drafter proposes), so the
+same loss serves a same-position drafter (DFlash: slots 1..B-1) and a next-token one (Domino: slots 0..B-1).
+The paper's `exp(-(k-1)/γ)` for DFlash slot k and `exp(-k/γ)` for Domino slot k are both `exp(-j/γ)` in
+this indexing.
 
 Weights never carry gradient: the support (which positions count) is computed from detached predictions.
 This module imports torch (and the error types) only, so a loss can be used and tested without Hydra, Lightning or a model.
@@ -46,12 +48,15 @@ class Predictions:
     hit:   the drafter's argmax equals the label (detached).
     rank:  how many vocabulary entries score strictly above the label (0 ⇔ label is a top-1 token);
            only the top-k support needs it.
+    sequences: how many sequences the N rows were drafted from (the batch size); only a per-sequence
+           normalisation (SpecForge's D-PACE) needs it.
     """
 
     ce: Tensor
     valid: Tensor
     hit: Tensor
     rank: Tensor | None = None
+    sequences: int | None = None
 
     @property
     def label_prob(self) -> Tensor:
@@ -101,12 +106,16 @@ def data_parallel_weights(mean_over_processes: Callable[[Tensor], Tensor]) -> It
         _WEIGHT_TOTAL.reset(token)
 
 
+def batch_total(total: Tensor) -> Tensor:
+    """A denominator summed over this process's batch, as this process must divide by it: itself in one
+    process, the mean over processes under `data_parallel_weights` (then it is detached)."""
+    reduce = _WEIGHT_TOTAL.get()
+    return total if reduce is None else reduce(total.detach())
+
+
 def weighted_mean(ce: Tensor, weights: Tensor) -> Tensor:
     """Σ w·ce / Σ w, and 0 (with a graph) when no position carries weight."""
-    total = weights.sum()
-    reduce = _WEIGHT_TOTAL.get()
-    if reduce is not None:
-        total = reduce(total.detach())
+    total = batch_total(weights.sum())
     return (weights * ce).sum() / total.clamp_min(torch.finfo(weights.dtype).tiny)
 
 
@@ -163,8 +172,14 @@ class BlockLoss:
 
     def __call__(self, pred: Predictions) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
         weights = self.weights(pred)
-        loss = weighted_mean(pred.ce.float(), weights)
-        return loss, support_metrics(pred, weights)
+        return self.reduce(pred, weights), self.metrics(pred, weights)
+
+    def reduce(self, pred: Predictions, weights: Tensor) -> Tensor:
+        """The scalar loss of `pred` under `weights` (a placement may pass another branch's weights)."""
+        return weighted_mean(pred.ce.float(), weights)
+
+    def metrics(self, pred: Predictions, weights: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        return support_metrics(pred, weights)
 
     def per_branch(
         self, preds: dict[str, Predictions]
@@ -233,7 +248,16 @@ class TopKAlive(BlockLoss):
 
 
 class DPACE(BlockLoss):
-    """D-PACE: w_k = Σ_{j≥k} Π_{i≤j} ((1−α)·sg(q_i(y_i)) + α), the expected-acceptance weighting."""
+    """D-PACE, specauf's variant (`loss=dpace`, the one earlier results in this repo used):
+
+        p_i = ((1−α)·sg(q_i(y_i)) + α)·valid_i,   w_k = valid_k · Σ_{j≥k} Π_{i≤j} p_i,   L = Σ w·ce / Σ w
+
+    It differs from the field's definition (`specauf.losses_field.DPACESpecForge`, `loss=dpace_specforge`)
+    in two ways: an invalid position makes p_i = 0, so it ends the chain as it does for AUF (SpecForge
+    skips it: p_i = 1), and the loss is normalised by Σ w like every loss in this module (SpecForge divides
+    the weighted sum by the number of sequences). Where every block's valid positions are a prefix of it,
+    the weights are the same and the two losses differ by the batch's factor (sequences / Σ w).
+    """
 
     support_kind = "dpace"
 
@@ -286,7 +310,7 @@ class BranchPlacement(BlockLoss):
         for branch, loss in (("base", self.base), ("final", self.final)):
             weights = loss.weights(preds[self.support_from[branch]])
             pred = preds[branch]
-            out[branch] = (weighted_mean(pred.ce.float(), weights), support_metrics(pred, weights))
+            out[branch] = (loss.reduce(pred, weights), loss.metrics(pred, weights))
         return out
 
     @property

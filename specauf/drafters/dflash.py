@@ -290,7 +290,11 @@ def _gather_predictions(
         rank = torch.zeros(rows.numel(), dtype=torch.long, device=labels.device).masked_scatter(rows, rank_v)
         out.append(
             Predictions(
-                ce=ce.view(shape), valid=valid.reshape(shape), hit=hit.view(shape), rank=rank.view(shape)
+                ce=ce.view(shape),
+                valid=valid.reshape(shape),
+                hit=hit.view(shape),
+                rank=rank.view(shape),
+                sequences=labels.shape[0],
             )
         )
     return out
