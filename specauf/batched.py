@@ -23,8 +23,8 @@ from torch import Tensor
 from transformers import Cache
 from transformers.cache_utils import StaticLayer
 
-from specauf.decoding import DecodeResult, _sync, as_ids
-from specauf.sampling import rejection_sample, sample, sampling_probs
+from specauf.decoding import DecodeResult, SpeculativeDecoder, _sync, as_ids
+from specauf.sampling import rejection_sample, sample
 
 KV = list[tuple[Tensor, Tensor]]
 
@@ -101,8 +101,9 @@ def _prefix_kv(cache: Any) -> KV:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-class BatchedSpeculativeDecoder:
-    """Speculative decoding of up to `batch_size` prompts at once (same knobs as `SpeculativeDecoder`).
+class BatchedSpeculativeDecoder(SpeculativeDecoder):
+    """Speculative decoding of up to `batch_size` prompts at once (the knobs of `SpeculativeDecoder`, whose
+    batch-1 `generate` it keeps; always eager).
 
     `generate_many(prompts, max_new_tokens)` returns one `DecodeResult` per prompt, in order. Each row's
     `decode_seconds` is its share of the batched cycles it took part in (a cycle's time divided among its
@@ -121,29 +122,10 @@ class BatchedSpeculativeDecoder:
         seed: int = 0,
         top_k: int = 0,
     ) -> None:
-        # One set of argument checks: the batch-1 decoder's (also the block size / drafter agreement).
-        from specauf.decoding import SpeculativeDecoder
-
-        single = SpeculativeDecoder(target, drafter, block_size, temperature, top_p, seed, False, top_k)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.target, self.drafter, self.batch_size = target, single.drafter, int(batch_size)
-        self.block_size, self.num_drafted = single.block_size, single.num_drafted
-        self.temperature, self.top_p, self.top_k, self.seed = temperature, top_p, top_k, seed
-        self.generator = single.generator
-        self.compile = False
-
-    @property
-    def max_tau(self) -> int:
-        return self.num_drafted + 1
-
-    def _probs(self, logits: Tensor) -> Tensor:
-        return sampling_probs(logits, self.temperature, self.top_p, self.top_k)
-
-    def _choose(self, logits: Tensor) -> Tensor:
-        if self.temperature == 0.0:
-            return logits.argmax(dim=-1)
-        return sample(self._probs(logits), self.generator)
+        super().__init__(target, drafter, block_size, temperature, top_p, seed, compile=False, top_k=top_k)
+        self.batch_size = int(batch_size)
 
     def _draft(self, rows: RowCache, anchors: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         visible = torch.arange(rows.max_length, device=anchors.device)[None] < lengths[:, None]

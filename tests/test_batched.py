@@ -16,9 +16,8 @@ import torch
 from specauf.batched import BatchedSpeculativeDecoder, RowCache
 from specauf.decoding import SpeculativeDecoder, plain_greedy
 from specauf.drafters.dflash import DFlashDrafter
-from specauf.drafters.domino import DominoDrafter
 from specauf.target import Target, tiny_random
-from tests.test_decoding import assert_matches, chat_ids, exact_joint
+from tests.test_decoding import assert_matches, chat_ids, exact_joint, small_target, soft_drafter
 
 NEW = 24
 
@@ -92,14 +91,7 @@ def oracle(target: Target, block_size: int, prompts, references, corrupt) -> Row
 
 
 def random_drafter(target: Target, kind: str, block_size: int, label_offset: int = 0) -> torch.nn.Module:
-    torch.manual_seed(block_size + 10 * label_offset)
-    cls = DominoDrafter if kind == "domino" else DFlashDrafter
-    drafter = cls.from_target(
-        target, num_layers=1, block_size=block_size, label_offset=label_offset, init_std=0.5
-    )
-    if kind == "domino":
-        torch.nn.init.normal_(drafter.w2.weight, std=0.5)
-    return drafter
+    return soft_drafter(target, kind, block_size, label_offset, seed=block_size + 10 * label_offset)
 
 
 @pytest.mark.parametrize("batch_size", [2, 6])
@@ -197,12 +189,8 @@ def test_bad_arguments(target):
 @pytest.mark.parametrize("kind", ["dflash", "domino"])
 def test_batched_sampling_matches_the_target(kind):
     # Speculative sampling row by row in one batch: 1,500 rows of one prompt, drafts from a soft drafter's q.
-    small = tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1, seed=1)
-    torch.manual_seed(6 if kind == "domino" else 2)
-    cls = DominoDrafter if kind == "domino" else DFlashDrafter
-    drafter = cls.from_target(small, num_layers=1, block_size=4, init_std=0.5)
-    if kind == "domino":
-        torch.nn.init.normal_(drafter.w2.weight, std=0.5)
+    small = small_target()
+    drafter = soft_drafter(small, kind)
     prompt, samples = [1, 2, 3, 4, 5], 1500
     decoder = BatchedSpeculativeDecoder(small, drafter, 500, temperature=1.0, top_k=3, seed=0)
     results = decoder.generate_many([prompt] * samples, 3, eos_ids=[])

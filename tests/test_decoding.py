@@ -292,18 +292,32 @@ def assert_matches(counts: Counter, expected: dict[tuple[int, ...], float], samp
     assert p_value > 1e-3, (p_value, sorted(zip(obs, exp, strict=True), key=lambda x: -x[1])[:8])
 
 
+def small_target() -> Target:
+    return tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1, seed=1)
+
+
+def soft_drafter(
+    target: Target, kind: str, block_size: int = 4, label_offset: int = 0, seed: int | None = None
+):
+    """A random drafter with spread-out logits (Domino's head drawn too: zero-initialised it would leave the
+    base logits alone). The default seeds are ones under which, on `small_target()`, its top 3 overlap the
+    target's often enough to accept."""
+    torch.manual_seed((6 if kind == "domino" else 2) if seed is None else seed)
+    cls = DominoDrafter if kind == "domino" else DFlashDrafter
+    drafter = cls.from_target(
+        target, num_layers=1, block_size=block_size, label_offset=label_offset, init_std=0.5
+    )
+    if kind == "domino":
+        torch.nn.init.normal_(drafter.w2.weight, std=0.5)
+    return drafter
+
+
 @pytest.mark.parametrize("kind", ["dflash", "domino"])
 def test_sampling_with_a_soft_drafter_matches_the_target(kind):
     # Drafts sampled from the drafter's own q (top-3 of a random drafter at T = 1): accepted with
     # min(1, p/q) or resampled from the residual, so the decoder's plumbing of q is what is tested.
-    target = tiny_random(num_layers=2, hidden_size=32, intermediate_size=64, num_feature_layers=1, seed=1)
-    # Seeds under which the random q's top 3 overlap the target's often enough to accept (Domino's head
-    # drawn too: zero-initialised it would leave the base logits alone).
-    torch.manual_seed(6 if kind == "domino" else 2)
-    cls = DominoDrafter if kind == "domino" else DFlashDrafter
-    drafter = cls.from_target(target, num_layers=1, block_size=4, init_std=0.5)
-    if kind == "domino":
-        torch.nn.init.normal_(drafter.w2.weight, std=0.5)
+    target = small_target()
+    drafter = soft_drafter(target, kind)
     prompt = [1, 2, 3, 4, 5]
     decoder = SpeculativeDecoder(target, drafter, temperature=1.0, top_k=3, seed=0)
     counts: Counter[tuple[int, ...]] = Counter()
