@@ -77,8 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--num-layers", type=int, default=5, help="untrained drafter: layers")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--n", type=int, default=32, help="prompts per benchmark")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--n", type=int, default=32, help="prompts per benchmark (0: the paper's counts)")
+    parser.add_argument(
+        "--n-batch1", type=int, default=None, help="prompts per benchmark at batch 1 (default: --n)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="0: each benchmark's own (2048)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="then print the N costliest kernels of a batch"
+    )
     parser.add_argument("--ar", action="store_true", help="also the batched autoregressive baseline")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None, help="benchmark files (default: $SPECAUF_DATA_DIR)")
@@ -86,24 +92,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     drafter, target = build(args)
-    suite = BenchmarkSuite(
-        **{
-            name: Benchmark(name, n=args.n, seed=0, max_new_tokens=args.max_new_tokens, data_dir=args.data_dir,
-                            use_hub=False)
+
+    def suite(n: int) -> BenchmarkSuite:
+        benchmarks = {
+            name: Benchmark(name, n=n or None, seed=0, max_new_tokens=args.max_new_tokens or 2048,
+                            data_dir=args.data_dir, use_hub=False)
             for name in OFFLINE
-        },
-        skip_missing=True,
-    )  # fmt: skip
+        }  # fmt: skip
+        return BenchmarkSuite(**benchmarks, skip_missing=True)
+
     print(f"target {target.name} on {target.device} ({target.dtype}), drafter {type(drafter).__name__} "
-          f"B={drafter.block_size}, {args.n} prompts per benchmark, {args.max_new_tokens} new tokens")  # fmt: skip
+          f"B={drafter.block_size}, {args.n or 'paper'} prompts per benchmark ({args.n_batch1} at batch 1), "
+          f"{args.max_new_tokens or 2048} new tokens")  # fmt: skip
     rows = []
     for batch in args.batch:
         if target.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
+        n = args.n if batch > 1 or args.n_batch1 is None else args.n_batch1
         results = evaluate_suite(
-            target, drafter, suite, ar_baseline=args.ar, progress=False, batch_size=batch
+            target, drafter, suite(n), ar_baseline=args.ar, progress=False, batch_size=batch
         )
         wall = time.perf_counter() - start
         benches = results["benchmarks"].values()
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             "tau": {name: b["tau"] for name, b in results["benchmarks"].items()},
             "tau_avg": results["tau/avg"],
             "prompts": sum(b["n"] for b in benches),
+            "cuda_graphs": results["cuda_graphs"],
             "decoded_tokens": decoded,
             "tokens_per_s": decoded / seconds,
             "prefill_seconds": sum(b["prefill_seconds"] for b in benches),
@@ -142,6 +152,29 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['tokens_per_s'] / base['tokens_per_s']:.1f} | {r['wall_seconds']:.1f} |{ar} {peak} |")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    if args.profile:
+        profile(drafter, target, suite(args.n), max(args.batch), args.profile)
+
+
+def profile(drafter: torch.nn.Module, target: Target, suite: BenchmarkSuite, batch: int, rows: int) -> None:
+    """The `rows` costliest kernels (ops on a CPU) of decoding one batch of the suite's first prompts."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from specauf.batched import BatchedSpeculativeDecoder
+    from specauf.evaluation.prompts import chat_prompt_ids
+
+    prompts = [p for ps in suite.load().values() for p in ps][:batch]
+    ids = [chat_prompt_ids(target.tokenizer, [{"role": "user", "content": p.turns[0]}]) for p in prompts]
+    decoder = BatchedSpeculativeDecoder(target, drafter, batch)
+    decoder.generate_many(ids, 32, eos_ids=[])  # capture the graph, warm up
+    cuda = target.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        decoder.generate_many(ids, 32, eos_ids=[])
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"\nprofile: batch {batch}, 32 new tokens, CUDA graphs {decoder.graphs}")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     python -m experiments.bench_train --shape qwen3_8b --backbone dflash --batch 2 4 8     (GPU)
     python -m experiments.bench_train --shape smollm2_135m --backbone domino --batch 2      (GPU or CPU)
+    python -m experiments.bench_train --shape smollm2_135m --batch 8 --loss decay auf lk     (each loss's step)
 
 One step = drafter forward over packed blocks, the chunked LM-head cross-entropy, the loss, backward and an
-AdamW step, under the decay loss — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
+AdamW step, under the decay loss (or each `--loss`, a conf/loss name) — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
 benchmark, the target's features are random tensors of the right shape and the weights are random. The
 reference shapes (`qwen3_8b`) are a Qwen3-8B-shaped drafter: 5 layers, hidden 4096, 32/8 heads, MLP 12288,
 vocab 151,936, B=16, sequence 768, 256 anchors per sequence.
@@ -113,6 +114,7 @@ def run(
     warmup: int,
     device: torch.device,
     profile: int = 0,
+    loss: str | None = None,
 ) -> dict:
     shape = SHAPES[shape_name]
     torch.manual_seed(0)
@@ -125,7 +127,7 @@ def run(
     opt = torch.optim.AdamW(drafter.parameters(), lr=1e-4, fused=device.type == "cuda")
     # Decay (dense gradients): the FLOP count below is exact for it. AUF is faster still (the head's backward
     # skips rows outside the support), so counting its FLOPs the same way would overstate them.
-    loss_fn = CrossEntropy(gamma=7.0)
+    loss_fn = CrossEntropy(gamma=7.0) if loss is None else _conf_loss(loss, shape.block_size)
     batch = {k: v.to(device) for k, v in make_batch(shape, batch_size, drafter.label_offset).items()}
     multiple = 128 if device.type == "cuda" else 1
     batch = pad_blocks(batch, shape.block_size, multiple)
@@ -153,7 +155,7 @@ def run(
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
-        loss = one_step()
+        loss_value = one_step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
@@ -164,14 +166,31 @@ def run(
     return {
         "shape": shape_name,
         "backbone": backbone,
+        "loss": loss or "decay",
         "batch": batch_size,
         "ms_per_step": seconds * 1e3,
         "ms_per_sample": seconds * 1e3 / batch_size,
         "tflops": flops / seconds / 1e12,
         "mfu": flops / seconds / H100_BF16_PEAK,
         "peak_gib": peak,
-        "loss": float(loss.detach()),
+        "loss_value": float(loss_value.detach()),
     }
+
+
+def _conf_loss(name: str, block_size: int) -> torch.nn.Module:
+    """The loss `python -m specauf.train loss=<name>` builds for blocks of `block_size`."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from specauf.config import register_resolvers
+
+    register_resolvers()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        cfg = compose("train", overrides=[f"loss={name}", f"backbone.block_size={block_size}"])
+    return instantiate(cfg.loss)
 
 
 def _print_profile(one_step, device: torch.device, rows: int) -> None:
@@ -204,6 +223,9 @@ def main() -> None:
         metavar="N",
         help="also print the N most expensive kernels of a step",
     )
+    parser.add_argument(
+        "--loss", nargs="+", default=[None], help="conf/loss names, each timed in turn (default: decay)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -211,23 +233,23 @@ def main() -> None:
         f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
     )
     print(
-        f"{'shape':<14}{'backbone':<9}{'batch':>6}{'ms/step':>10}{'ms/sample':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
+        f"{'shape':<14}{'backbone':<9}{'loss':<18}{'batch':>6}{'ms/step':>10}{'ms/sample':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
     )
-    for backbone in args.backbone:
-        for bs in args.batch:
-            try:
-                r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile)
-            except torch.OutOfMemoryError:
-                print(f"{args.shape:<14}{backbone:<9}{bs:>6}  out of memory", flush=True)
-                torch.cuda.empty_cache()
-                continue
-            print(
-                f"{r['shape']:<14}{r['backbone']:<9}{r['batch']:>6}{r['ms_per_step']:>10.1f}{r['ms_per_sample']:>11.1f}"
-                f"{r['tflops']:>9.1f}{r['mfu']:>7.1%}{r['peak_gib']:>10.1f}",
-                flush=True,
-            )
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    runs = [(b, bs, loss) for b in args.backbone for bs in args.batch for loss in args.loss]
+    for backbone, bs, loss in runs:
+        try:
+            r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile, loss)
+        except torch.OutOfMemoryError:
+            print(f"{args.shape:<14}{backbone:<9}{loss or 'decay':<18}{bs:>6}  out of memory", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        print(
+            f"{r['shape']:<14}{r['backbone']:<9}{r['loss']:<18}{r['batch']:>6}{r['ms_per_step']:>10.1f}{r['ms_per_sample']:>11.1f}"
+            f"{r['tflops']:>9.1f}{r['mfu']:>7.1%}{r['peak_gib']:>10.1f}",
+            flush=True,
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ class RowOracle(DFlashDrafter):
         keys = ctx_kv[0][0]
         for row in range(anchor_ids.shape[0]):
             p, anchor = int(anchor_pos[row]), int(anchor_ids[row])
+            if p == 0:  # a free slot (no prompt, padding): its drafts are never read
+                out.append([0] * self.num_drafted)
+                continue
             visible = context_mask if context_mask.dim() == 1 else context_mask[row]
             assert visible[:p].all() and not visible[p:].any(), (
                 "context must be exactly the positions < anchor"
@@ -68,6 +71,12 @@ class RowOracle(DFlashDrafter):
                 for i, ref in enumerate(self.keys)
                 if ref.shape[1] > p and torch.allclose(keys[row, :, :p], ref[:, :p], rtol=1e-4, atol=1e-4)
             ]
+            if not matches and any(
+                ref.shape[1] <= p and torch.allclose(keys[row, :, : ref.shape[1]], ref, rtol=1e-4, atol=1e-4)
+                for ref in self.keys
+            ):  # a row past its whole script: it ended this cycle, its drafts are never read
+                out.append([0] * self.num_drafted)
+                continue
             assert len(matches) == 1, f"row {row} at position {p}: its cache matches scripts {matches}"
             script = self.scripts[matches[0]]
             assert anchor == script[p], f"row {row}: anchor at {p} is {anchor}, committed is {script[p]}"
@@ -156,22 +165,42 @@ def test_first_token_eos_and_budget_one(target, prompts, references):
     assert [r.tokens for r in decoder.generate_many(prompts, 1, eos_ids=[])] == [[r[0]] for r in references]
 
 
+def test_budget_per_prompt_and_finish_callback(target, prompts, references):
+    # One queue for prompts with different budgets (the suite's benchmarks differ): each row stops at its own.
+    budgets = [NEW, 3, 11, 1, 17, 6]
+    finished = []
+    drafter = random_drafter(target, "dflash", 4)
+    results = BatchedSpeculativeDecoder(target, drafter, 3).generate_many(
+        prompts, budgets, eos_ids=[], on_finish=finished.append
+    )
+    for result, ref, budget in zip(results, references, budgets, strict=True):
+        assert result.tokens == ref[:budget]
+    assert sorted(finished) == list(range(len(prompts)))
+    with pytest.raises(ValueError, match="budgets"):
+        BatchedSpeculativeDecoder(target, None, 2).generate_many(prompts, [4, 4])
+
+
 def test_time_shares_add_up(target, prompts):
     decoder = BatchedSpeculativeDecoder(target, random_drafter(target, "dflash", 4), 3)
     results = decoder.generate_many(prompts, 8, eos_ids=[])
     assert all(r.decode_seconds > 0 and r.prefill_seconds > 0 for r in results)
 
 
-def test_row_cache_join_keep_write():
+def test_row_cache_prefix_write_keep():
     rows = RowCache(6)
     kv = lambda n, fill: [(torch.full((1, 2, n, 3), fill), torch.full((1, 2, n, 3), -fill))]  # noqa: E731
-    rows.join([kv(2, 1.0), kv(4, 2.0), kv(1, 3.0)])
+    rows.allocate(3, kv(1, 0.0))
     assert rows.rows == 3 and rows.kv[0][0].shape == (3, 2, 6, 3)
+    address = rows.kv[0][0].data_ptr()
+    for r, (n, fill) in enumerate([(2, 1.0), (4, 2.0), (1, 3.0)]):
+        rows.write_prefix(r, kv(n, fill))
     rows.write(
         0, torch.tensor([[2, 3], [4, 5], [1, 2]]), torch.full((3, 2, 2, 3), 9.0), torch.zeros(3, 2, 2, 3)
     )
     k = rows.kv[0][0][:, 0, :, 0]
     assert k.tolist() == [[1, 1, 9, 9, 0, 0], [2, 2, 2, 2, 9, 9], [3, 9, 9, 0, 0, 0]]
+    assert rows.kv[0][0].data_ptr() == address  # written in place: a captured graph still reads them
+    assert rows.row(1)[0][1][0, 0, :, 0].tolist() == [-2, -2, -2, -2, 0, 0]
     rows.keep(torch.tensor([2, 0]))
     assert rows.kv[0][0][:, 0, :, 0].tolist() == [[3, 9, 9, 0, 0, 0], [1, 1, 9, 9, 0, 0]]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from specauf.batched import BatchedSpeculativeDecoder
@@ -65,21 +67,27 @@ def run_conversation(
 def run_conversations(
     decoder: SpeculativeDecoder | BatchedSpeculativeDecoder,
     prompts: list[BenchPrompt],
-    max_new_tokens: int,
+    max_new_tokens: int | list[int],
     limit: int | None,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[Turns | PromptTooLong]:
     """`run_conversation` for every prompt: its turns, or the `PromptTooLong` that skipped it.
 
+    `max_new_tokens` is one budget for all or one per prompt (prompts of several benchmarks in one queue).
     A batched decoder decodes turn t of every prompt together, then turn t + 1 (which sees each prompt's
-    own earlier answers); a batch-1 decoder takes the prompts one by one.
+    own earlier answers); a batch-1 decoder takes the prompts one by one. `on_done(i)` is called when prompt
+    i's last turn is decoded (or it is skipped).
     """
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    done_with = on_done or (lambda i: None)
     if not isinstance(decoder, BatchedSpeculativeDecoder):
         out: list[Turns | PromptTooLong] = []
-        for prompt in prompts:
+        for i, (prompt, budget) in enumerate(zip(prompts, budgets, strict=True)):
             try:
-                out.append(run_conversation(decoder, prompt, max_new_tokens, limit))
+                out.append(run_conversation(decoder, prompt, budget, limit))
             except PromptTooLong as err:
                 out.append(err)
+            done_with(i)
         return out
     tokenizer = decoder.target.tokenizer
     done: list[Turns | PromptTooLong] = [[] for _ in prompts]
@@ -91,15 +99,25 @@ def run_conversations(
                 continue
             histories[i].append({"role": "user", "content": prompt.turns[turn]})
             ids = chat_prompt_ids(tokenizer, histories[i])
-            if limit is not None and len(ids) > limit - max_new_tokens:
+            if limit is not None and len(ids) > limit - budgets[i]:
                 done[i] = PromptTooLong(turn, len(ids))
+                done_with(i)
                 continue
             batch.append(i)
             batch_ids.append(ids)
-        for i, ids, result in zip(
-            batch, batch_ids, decoder.generate_many(batch_ids, max_new_tokens), strict=True
-        ):
+
+        # The prompt whose conversation ends with this row's turn (None: more turns follow).
+        last = [i if turn == len(prompts[i].turns) - 1 else None for i in batch]
+        results = decoder.generate_many(
+            batch_ids, [budgets[i] for i in batch], on_finish=partial(_report_last, last, done_with)
+        )
+        for i, ids, result in zip(batch, batch_ids, results, strict=True):
             done[i].append((ids, result))
             reply = tokenizer.decode(result.tokens, skip_special_tokens=True)
             histories[i].append({"role": "assistant", "content": reply})
     return done
+
+
+def _report_last(last: list[int | None], done_with: Callable[[int], None], row: int) -> None:
+    if last[row] is not None:
+        done_with(last[row])

@@ -15,7 +15,13 @@ from specauf.decoding import DecodeResult, SpeculativeDecoder
 from specauf.dtypes import dtype_name
 from specauf.errors import ConfigError
 from specauf.evaluation.mismatch import describe_mismatch
-from specauf.evaluation.prompts import PromptTooLong, chat_prompt_ids, context_limit, run_conversations
+from specauf.evaluation.prompts import (
+    PromptTooLong,
+    Turns,
+    chat_prompt_ids,
+    context_limit,
+    run_conversations,
+)
 from specauf.evaluation.stats import bench_result, mean
 from specauf.evaluation.tables import write_reports
 
@@ -73,17 +79,24 @@ def evaluate_suite(
             ar = SpeculativeDecoder(target, None, **knobs)
         limit = context_limit(target)
         _warm_up(target, (spec, ar) if ar_baseline else (spec,), prompts_by_bench, max_prompts, limit)
-        total = sum(len(p[:max_prompts]) for p in prompts_by_bench.values())
-        benchmarks: dict[str, dict[str, Any]] = {}
+        jobs = [
+            (name, prompts[:max_prompts], suite.benchmarks[name].max_new_tokens)
+            for name, prompts in prompts_by_bench.items()
+        ]
+        total = sum(len(prompts) for _, prompts, _ in jobs) * (2 if ar_baseline else 1)
         with tqdm(total=total, desc="τ eval", unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
-            for name, prompts in prompts_by_bench.items():
-                bar.set_postfix_str(name)
-                max_new = suite.benchmarks[name].max_new_tokens
-                decoders = (spec, ar if ar_baseline else None)
-                benchmarks[name] = _evaluate_benchmark(
-                    target, decoders, name, prompts[:max_prompts], max_new, limit, bar
-                )
-                benchmarks[name]["source"] = suite.sources.get(name)
+            bar.set_postfix_str("speculative")
+            spec_out = _decode(spec, jobs, limit, bar)
+            ar_out: dict[str, list[Any]] = {name: [None] * len(prompts) for name, prompts, _ in jobs}
+            if ar_baseline:
+                bar.set_postfix_str("autoregressive")
+                ar_out = _decode(ar, jobs, limit, bar)
+        benchmarks: dict[str, dict[str, Any]] = {}
+        for name, prompts, max_new in jobs:
+            benchmarks[name] = _score_benchmark(
+                target, spec, name, prompts, spec_out[name], ar_out[name], max_new, limit
+            )
+            benchmarks[name]["source"] = suite.sources.get(name)
     finally:
         if drafter is not None:
             drafter.train(was_training)
@@ -103,6 +116,8 @@ def evaluate_suite(
         "top_k": top_k,
         "ar_baseline": ar_baseline,
         "batch_size": batch_size,
+        # Whether the speculative decoder replayed CUDA graphs (False also after a failed capture).
+        "cuda_graphs": bool(getattr(spec, "graphs", spec.compile)),
         "device": str(target.device),
         "dtype": dtype_name(target.dtype),
         "benchmarks": benchmarks,
@@ -137,26 +152,39 @@ def _warm_up(
                 decoder.generate(ids, new_tokens, eos_ids=[])
 
 
-def _evaluate_benchmark(
-    target: Any,
-    decoders: tuple[SpeculativeDecoder, SpeculativeDecoder | None],
-    name: str,
-    prompts: list[BenchPrompt],
-    max_new_tokens: int,
+def _decode(
+    decoder: SpeculativeDecoder,
+    jobs: list[tuple[str, list[BenchPrompt], int]],
     limit: int | None,
     bar: tqdm,
+) -> dict[str, list[Turns | PromptTooLong]]:
+    """Every benchmark's prompts through `decoder` as one queue (a batched decoder keeps its batch full
+    across benchmarks instead of draining at each one's tail); the outputs split back per benchmark."""
+    flat = [p for _, prompts, _ in jobs for p in prompts]
+    budgets = [max_new for _, prompts, max_new in jobs for _ in prompts]
+    outputs = run_conversations(decoder, flat, budgets, limit, on_done=lambda i: bar.update())
+    split, start = {}, 0
+    for name, prompts, _ in jobs:
+        split[name] = outputs[start : start + len(prompts)]
+        start += len(prompts)
+    return split
+
+
+def _score_benchmark(
+    target: Any,
+    spec: SpeculativeDecoder,
+    name: str,
+    prompts: list[BenchPrompt],
+    spec_all: list[Turns | PromptTooLong],
+    ar_all: list[Turns | PromptTooLong | None],
+    max_new_tokens: int,
+    limit: int | None,
 ) -> dict[str, Any]:
-    spec, ar = decoders
     runs: list[list[DecodeResult]] = []
-    ar_runs: list[list[DecodeResult]] | None = [] if ar is not None else None
+    ar_runs: list[list[DecodeResult]] | None = [] if ar_all[:1] != [None] else None
     skipped: list[str] = []
     mismatches: list[str] = []
-    spec_all = run_conversations(spec, prompts, max_new_tokens, limit)
-    ar_all = (
-        run_conversations(ar, prompts, max_new_tokens, limit) if ar is not None else [None] * len(prompts)
-    )
     for prompt, spec_turns, ar_turns in zip(prompts, spec_all, ar_all, strict=True):
-        bar.update()
         too_long = next((t for t in (spec_turns, ar_turns) if isinstance(t, PromptTooLong)), None)
         if too_long is not None:
             log.warning(
@@ -176,7 +204,7 @@ def _evaluate_benchmark(
                 mismatches += greedy_mismatches(target, name, prompt.uid, spec_turns, ar_turns)
     out = bench_result(runs, ar_runs, spec.num_drafted, skipped)
     out["max_new_tokens"] = max_new_tokens
-    if ar is not None and spec.temperature == 0.0:
+    if ar_runs is not None and spec.temperature == 0.0:
         out["greedy_mismatches"] = len(mismatches)
         out["mismatch_reports"] = mismatches[:MAX_MISMATCH_REPORTS]
     return out
