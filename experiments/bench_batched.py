@@ -30,26 +30,6 @@ from specauf.target import Target
 
 OFFLINE = ("gsm8k", "math500", "humaneval", "mbpp", "mt_bench")
 
-# Qwen3-8B's published config (config.json of Qwen/Qwen3-8B), the shapes that matter for timing.
-QWEN3_8B = dict(
-    vocab_size=151_936, hidden_size=4096, intermediate_size=12_288, num_hidden_layers=36,
-    num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40_960,
-    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
-)  # fmt: skip
-
-
-def qwen3_8b_random(device: torch.device) -> Target:
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    tokenizer = targets.smollm2_135m().tokenizer  # ids < 49,152: all valid rows of Qwen3's table
-    config = Qwen3Config(**QWEN3_8B, attn_implementation="sdpa")
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return Target(
-        model, tokenizer, layer_ids=[1, 9, 17, 25, 33], mask_token_id=151_669, name="qwen3_8b_random"
-    )
-
 
 def build(args: argparse.Namespace) -> tuple[torch.nn.Module, Target]:
     device = resolve_device(args.device)
@@ -58,7 +38,7 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, Target]:
         drafter, target, _ = load_with_target(args.ckpt, device=device, dtype=dtype)
         return drafter.eval(), target
     if args.target == "qwen3_8b_random":
-        target = qwen3_8b_random(device)
+        target = targets.qwen3_8b_random(str(device))
     else:
         target = {"smollm2_135m": targets.smollm2_135m, "tiny_random": targets.tiny_random}[args.target]()
     torch.manual_seed(0)

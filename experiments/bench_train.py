@@ -3,6 +3,7 @@
     python -m experiments.bench_train --shape qwen3_8b --backbone dflash --batch 2 4 8     (GPU)
     python -m experiments.bench_train --shape smollm2_135m --backbone domino --batch 2      (GPU or CPU)
     python -m experiments.bench_train --shape smollm2_135m --batch 8 --loss decay auf lk     (each loss's step)
+    python -m experiments.bench_train --shape qwen3_8b --with-target --batch 2 4 8          (GPU: the full step)
 
 One step = drafter forward over packed blocks, the chunked LM-head cross-entropy, the loss, backward and an
 AdamW step, under the decay loss (or each `--loss`, a conf/loss name) — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
@@ -14,6 +15,11 @@ FLOPs are counted analytically as the useful work of the step (matmuls ×2 for m
 forward for trainable layers, 1× for the frozen head, whose weight needs no gradient; attention over the
 visible keys only). Recomputation (the head's backward recomputes its logits) is not counted as useful, so
 MFU here is model-FLOPs utilisation. Peak is the H100 SXM bf16 dense figure, 989.5 TFLOP/s.
+
+`--with-target` (qwen3_8b shapes) puts a Qwen3-8B-shaped target with random weights in the loop, as a real
+run has it: the features come from its forward over the batch (no gradient), so the step is what
+DrafterModule does per batch. The target forward is also timed alone, for its share; TFLOP/s and MFU still
+count the drafter's work only.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -115,15 +122,19 @@ def run(
     device: torch.device,
     profile: int = 0,
     loss: str | None = None,
+    target: Any = None,
 ) -> dict:
     shape = SHAPES[shape_name]
     torch.manual_seed(0)
     drafter = build(shape, backbone, device)
     # The frozen target head and embedding in the precision they run in: bf16 on GPU, fp32 on CPU.
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    lm_head = (torch.randn(shape.vocab, shape.hidden, device=device) * 0.02).to(dtype)
-    embed_table = torch.nn.Embedding(shape.vocab, shape.hidden, device=device, dtype=dtype)
-    embed_table.requires_grad_(False)
+    if target is None:
+        lm_head = (torch.randn(shape.vocab, shape.hidden, device=device) * 0.02).to(dtype)
+        embed_table = torch.nn.Embedding(shape.vocab, shape.hidden, device=device, dtype=dtype)
+        embed_table.requires_grad_(False)
+    else:
+        lm_head, embed_table = target.lm_head_weight, target.embed
     opt = torch.optim.AdamW(drafter.parameters(), lr=1e-4, fused=device.type == "cuda")
     # Decay (dense gradients): the FLOP count below is exact for it. AUF is faster still (the head's backward
     # skips rows outside the support), so counting its FLOPs the same way would overstate them.
@@ -132,7 +143,11 @@ def run(
     multiple = 128 if device.type == "cuda" else 1
     batch = pad_blocks(batch, shape.block_size, multiple)
     b, s = batch["input_ids"].shape
-    features = torch.randn(b, s, shape.feature_layers * shape.hidden, device=device, dtype=dtype)
+    random_features = torch.randn(b, s, shape.feature_layers * shape.hidden, device=device, dtype=dtype)
+
+    def features() -> torch.Tensor:
+        return random_features if target is None else target.features(batch["input_ids"])
+
     # What the drafter borrows from a target: here random stand-ins in the target's precision.
     frozen = SimpleNamespace(embed=embed_table, lm_head_weight=lm_head)
     curriculum = BaseAnchoredCurriculum()  # λ = 0.5 at progress 0.5: both Domino branches train
@@ -140,7 +155,7 @@ def run(
 
     def one_step() -> float:
         with autocast:
-            preds = drafter.training_predictions(batch, features, frozen)
+            preds = drafter.training_predictions(batch, features(), frozen)
             loss = curriculum(loss_fn, preds, 0.5)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
@@ -159,6 +174,7 @@ def run(
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
+    target_seconds = _time_alone(features, steps, device) if target is not None else 0.0
     flops = step_flops(shape, batch, backbone)
     if profile:
         _print_profile(one_step, device, profile)
@@ -174,7 +190,21 @@ def run(
         "mfu": flops / seconds / H100_BF16_PEAK,
         "peak_gib": peak,
         "loss_value": float(loss_value.detach()),
+        "target_ms_per_step": target_seconds * 1e3,
     }
+
+
+def _time_alone(fn: Any, steps: int, device: torch.device) -> float:
+    """Seconds per call of `fn`, alone (after one untimed call)."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
 
 
 def _conf_loss(name: str, block_size: int) -> torch.nn.Module:
@@ -226,26 +256,43 @@ def main() -> None:
     parser.add_argument(
         "--loss", nargs="+", default=[None], help="conf/loss names, each timed in turn (default: decay)"
     )
+    parser.add_argument(
+        "--with-target", action="store_true", help="a Qwen3-8B-shaped random target computes the features"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if args.with_target and args.shape != "qwen3_8b":
+        parser.error("--with-target builds a Qwen3-8B-shaped target: use it with --shape qwen3_8b")
     device = torch.device(args.device)
     print(
         f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}"
     )
+    target = None
+    if args.with_target:
+        from specauf.target import qwen3_8b_random
+
+        target = qwen3_8b_random(str(device))
+        print("with a Qwen3-8B-shaped random target in the loop (bf16); target ms = its forward alone")
+    extra = f"{'target ms':>11}{'share':>7}" if target is not None else ""
     print(
-        f"{'shape':<14}{'backbone':<9}{'loss':<18}{'batch':>6}{'ms/step':>10}{'ms/sample':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
+        f"{'shape':<14}{'backbone':<9}{'loss':<18}{'batch':>6}{'ms/step':>10}{'ms/sample':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}{extra}"
     )
     runs = [(b, bs, loss) for b in args.backbone for bs in args.batch for loss in args.loss]
     for backbone, bs, loss in runs:
         try:
-            r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile, loss)
+            r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile, loss, target)
         except torch.OutOfMemoryError:
             print(f"{args.shape:<14}{backbone:<9}{loss or 'decay':<18}{bs:>6}  out of memory", flush=True)
             torch.cuda.empty_cache()
             continue
         print(
             f"{r['shape']:<14}{r['backbone']:<9}{r['loss']:<18}{r['batch']:>6}{r['ms_per_step']:>10.1f}{r['ms_per_sample']:>11.1f}"
-            f"{r['tflops']:>9.1f}{r['mfu']:>7.1%}{r['peak_gib']:>10.1f}",
+            f"{r['tflops']:>9.1f}{r['mfu']:>7.1%}{r['peak_gib']:>10.1f}"
+            + (
+                f"{r['target_ms_per_step']:>11.1f}{r['target_ms_per_step'] / r['ms_per_step']:>7.0%}"
+                if target is not None
+                else ""
+            ),
             flush=True,
         )
         if device.type == "cuda":

@@ -8,7 +8,7 @@ below stays importable from here.
 
 from specauf.dtypes import DTYPES
 from specauf.target.cache import StaticKVCache
-from specauf.target.factories import from_pretrained, qwen3_8b, tiny_random
+from specauf.target.factories import from_pretrained, qwen3_8b, qwen3_8b_random, tiny_random
 from specauf.target.model import Target, default_layer_ids
 from specauf.target.smollm2 import (
     SMOLLM2_DIRNAME,
@@ -31,6 +31,7 @@ __all__ = [
     "default_layer_ids",
     "from_pretrained",
     "qwen3_8b",
+    "qwen3_8b_random",
     "smollm2_135m",
     "tiny_random",
 ]

@@ -1,4 +1,5 @@
-"""Target factories: any causal LM by hub id or local directory, Qwen3-8B, and a tiny random Llama.
+"""Target factories: any causal LM by hub id or local directory, Qwen3-8B (and its shapes with random
+weights, for timing), and a tiny random Llama.
 
 Each is a Hydra `_target_` (see `conf/target/`), reached as `specauf.target.<name>`.
 """
@@ -9,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen3Config
 
 from specauf.dtypes import parse_dtype
 from specauf.errors import DownloadError, PathNotFoundError
 from specauf.hub import hub_unreachable, looks_like_path
 from specauf.target.model import Target
+from specauf.target.smollm2 import smollm2_135m
 from specauf.tiny import tiny_tokenizer
 
 _PATH_FIX = "Fix: pass target.path=<dir with config.json> or a hub id"
@@ -95,6 +97,30 @@ def qwen3_8b(
         dtype=dtype,
         name="Qwen/Qwen3-8B",
         attn_implementation=attn_implementation,
+    )
+
+
+# Qwen3-8B's published config (config.json of Qwen/Qwen3-8B): the shapes that decide speed and memory.
+QWEN3_8B_SHAPES = dict(
+    vocab_size=151_936, hidden_size=4096, intermediate_size=12_288, num_hidden_layers=36,
+    num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40_960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+)  # fmt: skip
+
+
+def qwen3_8b_random(device: str = "auto", dtype: str = "bfloat16") -> Target:
+    """A Qwen3-8B-shaped target with random weights, built on `device`: for timing and memory only (its
+    outputs are noise and never end a turn). SmolLM2's tokenizer (ids < 49,152, all valid rows here), so real
+    prompts tokenize; features and MASK as `qwen3_8b`.
+    """
+    where = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    tokenizer = smollm2_135m().tokenizer
+    config = Qwen3Config(**QWEN3_8B_SHAPES, attn_implementation="sdpa")
+    with torch.random.fork_rng(devices=[]), torch.device(where):  # init draws from the global RNG
+        model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype, key="target.dtype"))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return Target(
+        model, tokenizer, layer_ids=[1, 9, 17, 25, 33], mask_token_id=151_669, name="qwen3_8b_random"
     )
 
 
