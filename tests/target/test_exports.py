@@ -51,7 +51,7 @@ def test_public_names_of_the_old_module():
         "smollm2_135m",
         "tiny_random",
     }
-    assert set(specauf.target.__all__) == old
+    assert old <= set(specauf.target.__all__)  # new names may come; none of the old may go
     assert all(hasattr(specauf.target, name) for name in old)
 
 
