@@ -34,6 +34,7 @@ from specauf.io import atomic_write
 from specauf.module import DrafterModule
 from specauf.preflight import preflight
 from specauf.progress import progress_callbacks
+from specauf.regeneration.store import regeneration_warnings
 from specauf.summary import print_summary
 from specauf.tracking import offline_fallback, quiet_wandb_logger
 
@@ -52,6 +53,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     target = instantiate(cfg.target)
     # Benchmarks, chat template, output dir, device, trainer keys, lr: every problem at once, in seconds.
     preflight(cfg, target, run_dir)
+    # Seeded again: a target factory may draw from the global RNG (building a model runs its random init, as
+    # SmolLM2's first-run conversion did), and the drafter's init must depend on the seed alone.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     drafter = instantiate(cfg.backbone, target=target)
     # Resuming: refuse a checkpoint that is unreadable or from another drafter/target before any work.
     ckpt_path = resolve_checkpoint(cfg.resume, run_dir)
@@ -74,6 +78,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.data, tokenizer=target.tokenizer, block_size=drafter.block_size, label_offset=drafter.label_offset
     )
     data.setup("fit")  # fail now, not after the trainer has started, when the data is missing or bad
+    for warning in regeneration_warnings(data.source_record, target.name):
+        log.warning(warning)
     trainable = sum(p.numel() for p in drafter.parameters() if p.requires_grad)
     log.info("drafter: %s, %.2fM trainable parameters", type(drafter).__name__, trainable / 1e6)
     log.info("loss: %r; curriculum: %r", loss, module.curriculum)
@@ -128,6 +134,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "steps": trainer.global_step,
         "minutes": (time.time() - started) / 60,
+        # Intra-op threads (OMP_NUM_THREADS, else torch's choice): they set the speed; recorded so that runs
+        # compared bit for bit can be seen to agree on it.
+        "torch_threads": torch.get_num_threads(),
+        # The data it trained on; for a `specauf.regenerate` output also who wrote it, how, and its SHA-256.
+        "data": {"source": str(cfg.data.source), "regeneration": data.source_record},
         "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "metrics": metrics,
         "eval": eval_metrics,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 
 import pytest
 import torch
@@ -24,6 +25,8 @@ def test_one_run_end_to_end(tmp_path, chat_file):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["steps"] == 3
     assert summary["choices"]["loss"] == "auf"
+    assert summary["torch_threads"] == int(os.environ["OMP_NUM_THREADS"])  # tests/conftest.py sets it
+    assert summary["data"] == {"source": str(chat_file), "regeneration": None}  # not a regenerated file
     for key in (
         "train/loss",
         "val/loss",

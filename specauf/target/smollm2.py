@@ -107,7 +107,10 @@ def smollm2_135m(
             "target.cache=<another directory>"
         )
     if not (final / _WEIGHTS).exists():
-        _convert_smollm2(final)
+        # The conversion builds a model from its config, whose init draws from the global RNG: unforked, a
+        # first run would initialise its drafter differently from every later run with the same seed.
+        with torch.random.fork_rng(devices=[]):
+            _convert_smollm2(final)
     tokenizer = AutoTokenizer.from_pretrained(final)
     model = AutoModelForCausalLM.from_pretrained(final, dtype=torch_dtype)
     revision = (

@@ -86,6 +86,19 @@ def test_conversion_once_then_loads(fake_gguf, tmp_path):
     assert fake_gguf.gguf_loads == 1 and again.dtype == torch.bfloat16
 
 
+def test_conversion_leaves_the_global_rng_alone(fake_gguf, tmp_path):
+    """The first run converts, later runs load: the drafter built next must start from the same RNG state
+    either way, or one seed gives two different initialisations (issue 19)."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    smollm2_135m(cache=str(tmp_path))  # converts
+    assert fake_gguf.gguf_loads == 1
+    assert torch.equal(torch.get_rng_state(), before)
+    smollm2_135m(cache=str(tmp_path))  # loads the converted copy
+    assert fake_gguf.gguf_loads == 1
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_interrupted_conversion_is_replaced(fake_gguf, tmp_path):
     final = tmp_path / SMOLLM2_DIRNAME
     final.mkdir()
