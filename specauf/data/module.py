@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from specauf.data.blocks import collate_blocks, sample_anchors
 from specauf.data.tokenized import build_chat_splits
 from specauf.errors import ConfigError
+from specauf.regeneration.store import regeneration_record
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class ChatDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self._resume_state: dict[str, int] | None = None
+        # Which data this is, when it is a `specauf.regenerate` output: its target, input and settings.
+        self.source_record = regeneration_record(source)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 
 from specauf.errors import ConfigError, DataError
 from specauf.regeneration import HFEngine, ReplyFilter, regeneration_record
+from specauf.regeneration.store import regeneration_warnings
 from specauf.target import tiny_random
 from tests.checkpoints import TINY_TARGET
 from tests.conftest import CONF, TINY
@@ -177,6 +178,9 @@ def test_training_reads_the_output_with_data_source_alone(reference, target, iso
     data = instantiate(cfg.data, tokenizer=target.tokenizer, block_size=8, label_offset=0)
     data.setup("fit")
     assert len(data.train_set) + len(data.val_set) == manifest["output"]["records"]
+    # the run records which data it used (specauf.train writes it to summary.json)
+    assert data.source_record["target"] == manifest["target"] and data.source_record["sha256_matches"]
+    assert regeneration_warnings(data.source_record, target.name) == []
 
 
 def test_a_training_run_can_tell_a_regenerated_file_and_whether_it_was_changed(reference, tmp_path):
@@ -188,6 +192,10 @@ def test_a_training_run_can_tell_a_regenerated_file_and_whether_it_was_changed(r
     shutil.copytree(out, copy)
     with open(copy / "conversations.jsonl", "a") as f:
         f.write('{"messages": []}\n')
-    assert regeneration_record(copy / "conversations.jsonl")["sha256_matches"] is False
+    changed = regeneration_record(copy / "conversations.jsonl")
+    assert changed["sha256_matches"] is False
+    warnings = regeneration_warnings(changed, "another-target")
+    assert len(warnings) == 2 and "not by 'another-target'" in warnings[0] and "changed" in warnings[1]
+    assert regeneration_warnings(None, "any") == []
     assert regeneration_record(out / "manifest.json") is None  # not the output it names
     assert regeneration_record(tmp_path / "elsewhere.jsonl") is None
