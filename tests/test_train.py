@@ -47,6 +47,34 @@ def test_one_run_end_to_end(tmp_path, chat_file):
     assert "specauf run" in proc.stdout  # the summary table
 
 
+def rng_hungry_tiny_random(**kwargs):
+    """The tiny target, built after drawing from the global RNG, as a factory that runs a model's random init
+    does (SmolLM2's first-run conversion did): the drafter must not start from another init because of it."""
+    from specauf.target import tiny_random
+
+    torch.randn(1000)
+    return tiny_random(**kwargs)
+
+
+@pytest.mark.cli
+def test_the_drafter_init_depends_on_the_seed_alone(tmp_path, chat_file):
+    weights = []
+    for name, factory in (
+        ("plain", "specauf.target.tiny_random"),
+        ("hungry", f"{__name__}.rng_hungry_tiny_random"),
+    ):
+        run_dir = tmp_path / name
+        proc = run_cli(
+            "specauf.train", *TINY, f"data.source={chat_file}", "trainer.max_steps=1",
+            f"target._target_={factory}", f"hydra.run.dir={run_dir}", cwd=REPO,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        weights.append(ckpt["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 @pytest.mark.cli
 def test_sweep_over_the_four_losses(tmp_path, chat_file):
     sweep = tmp_path / "sweep"
