@@ -6,7 +6,9 @@
 #     tokens, speculative and the AR baseline; batch 1 on the first 4 prompts of each (its time is the budget's);
 #  2. a Qwen3-8B-shaped target with random weights (timing only; never stops early) and an untrained 5-layer
 #     drafter: 32 prompts per benchmark, 256 new tokens; batch 1 on 2 per benchmark; then a kernel profile.
-# Inputs as in ../h200_batched_decode/run.sh. Usage: bash run.sh <repo root> <out dir> <drafter run dir>.
+# Inputs as in ../h200_batched_decode/run.sh. Usage: bash run.sh <repo root> <out dir> <drafter run dir>
+# (any DFlash run dir of the same recipe, e.g. dflash_auf_s1 of ../h200_loss_head_to_head/run.sh in the same
+# lease: its checkpoint does not outlive the machine).
 set -u
 cd "$1"
 OUT=$2
