@@ -39,9 +39,7 @@ def _by_seed(variant: Variant, get: Callable[[Run], float | None]) -> dict[Any, 
     return {seed: vals[0] for seed, vals in out.items() if len(vals) == 1}
 
 
-def _difference(
-    a: Variant, b: Variant, get: Callable[[Run], float | None]
-) -> tuple[float, float | None, str]:
+def difference(a: Variant, b: Variant, get: Callable[[Run], float | None]) -> tuple[float, float | None, str]:
     """mean(b) − mean(a), twice its standard error (None under 2 seeds each), and 'b higher in k of n seeds'."""
     sa, sb = stat(a.runs, get), stat(b.runs, get)
     delta = (sb.mean or 0.0) - (sa.mean or 0.0)
@@ -56,19 +54,19 @@ def _difference(
     return delta, two_se, f"{higher} of {len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
 
 
-def _signed(x: float, digits: int = 3) -> str:
+def signed(x: float, digits: int = 3) -> str:
     text = f"{x:+.{digits}f}"
     # A difference that rounds to zero reads "+0.000" either way, not "-0.000".
     return f"+{text[1:]}" if float(text) == 0 else text
 
 
-def _within_noise(delta: float, two_se: float | None) -> bool:
+def within_noise(delta: float, two_se: float | None) -> bool:
     """|delta| ≤ 2 SE; False with no noise estimate (under 2 seeds per variant)."""
     return two_se is not None and abs(delta) <= two_se
 
 
 def _noise(delta: float, two_se: float | None) -> str:
-    return ", within noise" if _within_noise(delta, two_se) else ""
+    return ", within noise" if within_noise(delta, two_se) else ""
 
 
 def claims(report: Report) -> list[str]:
@@ -98,23 +96,23 @@ def _claims_of(report: Report, auf: Variant, decay: Variant | None, paired: Vari
         per = []
         wins = 0
         for b in both:
-            delta, two_se, seeds = _difference(decay, auf, lambda r, b=b: r.tau.get(b))
+            delta, two_se, seeds = difference(decay, auf, lambda r, b=b: r.tau.get(b))
             wins += delta > 0
-            per.append(f"{bench_title(b)} {_signed(delta)} (higher in {seeds}{_noise(delta, two_se)})")
-        delta, two_se, seeds = _difference(decay, auf, lambda r: r.tau_avg)
+            per.append(f"{bench_title(b)} {signed(delta)} (higher in {seeds}{_noise(delta, two_se)})")
+        delta, two_se, seeds = difference(decay, auf, lambda r: r.tau_avg)
         noise = "" if two_se is None else f" ± {two_se:.3f} (2 SE)"
         out.append(
             f"**{name}: {auf.label} vs decay only, τ.** {auf.label} has the higher mean τ on {wins} of "
-            f"{len(both)} benchmarks; avg τ {_signed(delta)}{noise}, higher in {seeds}. Per benchmark: "
+            f"{len(both)} benchmarks; avg τ {signed(delta)}{noise}, higher in {seeds}. Per benchmark: "
             + "; ".join(per)
             + "."
         )
     if decay is not None:
         acc = lambda r: r.metrics.get("val/token_acc")  # noqa: E731
-        delta, two_se, seeds = _difference(auf, decay, acc)
+        delta, two_se, seeds = difference(auf, decay, acc)
         sa, sd = stat(auf.runs, acc), stat(decay.runs, acc)
         if sa.n and sd.n:
-            if _within_noise(delta, two_se):
+            if within_noise(delta, two_se):
                 verdict = "no clear difference in"
             else:
                 verdict = (
@@ -122,19 +120,19 @@ def _claims_of(report: Report, auf: Variant, decay: Variant | None, paired: Vari
                 )
             out.append(
                 f"**{name}: token accuracy.** {verdict} token accuracy: decay only {sd.text(3)} vs "
-                f"{auf.label} {sa.text(3)} ({_signed(delta)}{_noise(delta, two_se)}, decay higher in "
+                f"{auf.label} {sa.text(3)} ({signed(delta)}{_noise(delta, two_se)}, decay higher in "
                 f"{seeds})."
             )
     if paired is not None and paired.eval_runs and auf.eval_runs:
-        delta, two_se, seeds = _difference(auf, paired, lambda r: r.tau_avg)
+        delta, two_se, seeds = difference(auf, paired, lambda r: r.tau_avg)
         if two_se is None:
             verdict = "one seed: no noise estimate"
-        elif _within_noise(delta, two_se):
+        elif within_noise(delta, two_se):
             verdict = f"within noise (2 SE = {two_se:.3f}): decay looks inert under {auf.label}"
         else:
             verdict = f"outside noise (2 SE = {two_se:.3f}): decay is not inert under {auf.label}"
         out.append(
             f"**{name}: is decay inert under {auf.label}?** avg τ of {paired.label} minus {auf.label}: "
-            f"{_signed(delta)}, {verdict} ({paired.label} higher in {seeds})."
+            f"{signed(delta)}, {verdict} ({paired.label} higher in {seeds})."
         )
     return out

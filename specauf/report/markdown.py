@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from specauf.report.claims import claims
+from specauf.report.ranking import ranking
 from specauf.report.runs import Run, bench_title
 from specauf.report.tables import caption, summary_table, tau_table
 from specauf.report.variants import DASH, Report
@@ -122,6 +123,8 @@ def markdown_report(report: Report) -> str:
             'Differences are mean over seeds of the second variant minus the first; "within noise": '
             "|difference| ≤ 2 standard errors of the difference (seed-to-seed spread, ≥ 2 seeds each).",
         ]
+    if found := ranking(report):
+        lines += ["", *found]
     if report.variants:
         lines += ["", "## Per-variant summary", "", *summary_table(report)]
     else:
