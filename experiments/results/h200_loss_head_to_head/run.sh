@@ -27,8 +27,15 @@ for run in "dflash full_ce" "dflash decay" "dflash auf" "dflash auf_decay" "dfla
     > $OUT/$name.log 2>&1 &
 done
 wait
-python3 -m experiments.bench_train --shape smollm2_135m --backbone dflash --batch 8 --steps 20 \
-  --loss full_ce decay auf auf_decay dpace_specforge topk_alive lk > $OUT/step_cost.txt 2>&1
-python3 -m experiments.bench_train --shape smollm2_135m --backbone domino --batch 8 --steps 20 \
-  --loss decay b_auf dpace_specforge lk >> $OUT/step_cost.txt 2>&1
+# Each loss's step alone, in both orders (seed 0's group, with 3 warm-up steps and one order, could not tell
+# the losses apart: the first timed was the slowest).
+L7="full_ce decay auf auf_decay dpace_specforge topk_alive lk"
+L4="decay b_auf dpace_specforge lk"
+for order in forward reverse; do
+  [ $order = reverse ] && L7=$(echo $L7 | tr ' ' '\n' | tac | tr '\n' ' ') && L4=$(echo $L4 | tr ' ' '\n' | tac | tr '\n' ' ')
+  python3 -m experiments.bench_train --shape smollm2_135m --backbone dflash --batch 8 --warmup 10 --steps 50 \
+    --loss $L7 >> $OUT/step_cost.txt 2>&1
+  python3 -m experiments.bench_train --shape smollm2_135m --backbone domino --batch 8 --warmup 10 --steps 50 \
+    --loss $L4 >> $OUT/step_cost.txt 2>&1
+done
 echo done > $OUT/ALL_DONE
