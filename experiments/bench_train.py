@@ -6,7 +6,7 @@
     python -m experiments.bench_train --shape qwen3_8b --with-target --batch 2 4 8          (GPU: the full step)
 
 One step = drafter forward over packed blocks, the chunked LM-head cross-entropy, the loss, backward and an
-AdamW step, under the decay loss (or each `--loss`, a conf/loss name) — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
+AdamW step (`--no-optimizer`: forward and backward only, which is what SpecForge's benchmark times), under the decay loss (or each `--loss`, a conf/loss name) — what DrafterModule does per batch minus the target forward: as in the field's trainer's own
 benchmark, the target's features are random tensors of the right shape and the weights are random. The
 reference shapes (`qwen3_8b`) are a Qwen3-8B-shaped drafter: 5 layers, hidden 4096, 32/8 heads, MLP 12288,
 vocab 151,936, B=16, sequence 768, 256 anchors per sequence.
@@ -123,6 +123,7 @@ def run(
     profile: int = 0,
     loss: str | None = None,
     target: Any = None,
+    optimizer: bool = True,
 ) -> dict:
     shape = SHAPES[shape_name]
     torch.manual_seed(0)
@@ -158,8 +159,9 @@ def run(
             preds = drafter.training_predictions(batch, features(), frozen)
             loss = curriculum(loss_fn, preds, 0.5)[0]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
-        opt.step()
+        if optimizer:
+            torch.nn.utils.clip_grad_norm_(drafter.parameters(), 1.0)
+            opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
 
@@ -183,6 +185,7 @@ def run(
         "shape": shape_name,
         "backbone": backbone,
         "loss": loss or "decay",
+        "optimizer": optimizer,
         "batch": batch_size,
         "ms_per_step": seconds * 1e3,
         "ms_per_sample": seconds * 1e3 / batch_size,
@@ -259,6 +262,12 @@ def main() -> None:
     parser.add_argument(
         "--with-target", action="store_true", help="a Qwen3-8B-shaped random target computes the features"
     )
+    parser.add_argument(
+        "--no-optimizer",
+        action="store_true",
+        help="forward and backward only, as SpecForge's bench_domino_mfu.py times it (no clipping, no AdamW "
+        "step, so no optimizer state in the peak)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.with_target and args.shape != "qwen3_8b":
@@ -280,7 +289,10 @@ def main() -> None:
     runs = [(b, bs, loss) for b in args.backbone for bs in args.batch for loss in args.loss]
     for backbone, bs, loss in runs:
         try:
-            r = run(args.shape, backbone, bs, args.steps, args.warmup, device, args.profile, loss, target)
+            r = run(
+                args.shape, backbone, bs, args.steps, args.warmup, device, args.profile, loss, target,
+                optimizer=not args.no_optimizer,
+            )  # fmt: skip
         except torch.OutOfMemoryError:
             print(f"{args.shape:<14}{backbone:<9}{loss or 'decay':<18}{bs:>6}  out of memory", flush=True)
             torch.cuda.empty_cache()

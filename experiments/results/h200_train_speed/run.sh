@@ -14,6 +14,10 @@ mkdir -p "$OUT"
 export PYTHONPATH=~/specauf/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv > $OUT/gpu.txt
 (cd "$SPECFORGE" && PYTHONPATH=$SPECFORGE python3 bench_domino_mfu.py) > $OUT/specforge.txt 2>&1
+# The reference times forward + backward only (no clipping, no AdamW step, no optimizer state in its peak):
+# ours the same way for the like-for-like ratio, then the whole step a real run takes.
+python3 -m experiments.bench_train --shape qwen3_8b --backbone domino dflash --batch 2 4 8 --no-optimizer \
+  > $OUT/specauf_fwd_bwd.txt 2>&1
 python3 -m experiments.bench_train --shape qwen3_8b --backbone domino dflash --batch 2 4 8 \
   > $OUT/specauf.txt 2>&1
 python3 -m experiments.bench_train --shape qwen3_8b --backbone domino --batch 2 --profile 30 \
