@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -13,6 +15,8 @@ import torch
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
+from specauf.errors import ConfigError
+from specauf.feature_cache import FeatureCache
 from specauf.losses import (
     BaseAnchoredCurriculum,
     BlockLoss,
@@ -20,6 +24,8 @@ from specauf.losses import (
     check_branches,
     data_parallel_weights,
 )
+
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -48,8 +54,14 @@ class DrafterModule(L.LightningModule):
         info_losses: Mapping[str, BlockLoss] | None = None,
         run_config: dict[str, Any] | None = None,
         curriculum: BaseAnchoredCurriculum | None = None,
+        cache_target_features: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(cache_target_features, bool):
+            raise ConfigError(
+                f"cache_target_features must be true or false, got {cache_target_features!r}. Fix: "
+                "cache_target_features=true (one CPU process, a small dataset trained for several epochs) or false"
+            )
         # Before any data is read or step is run: a loss on branches this drafter lacks would train plain CE.
         check_branches(loss, getattr(drafter, "branches", ("final",)), type(drafter).__name__)
         self.drafter = drafter
@@ -61,6 +73,8 @@ class DrafterModule(L.LightningModule):
         self.info_losses = dict(info_losses or {})
         self.run_config = run_config or {}
         self.val_metrics = torch.nn.ModuleDict()
+        # Not state: never in a checkpoint, so a resumed run recomputes (specauf.feature_cache).
+        self.feature_cache = FeatureCache() if cache_target_features else None
 
     # -- stages ---------------------------------------------------------------------------------------------
     def _place_target(self) -> None:
@@ -68,14 +82,54 @@ class DrafterModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._place_target()
+        if self.feature_cache is not None:
+            self._check_feature_cache()
+
+    def _check_feature_cache(self) -> None:
+        where = "a GPU" if self.device.type != "cpu" else None
+        if self.trainer.world_size > 1:
+            where = f"{self.trainer.world_size} processes"
+        if where:
+            # A no-op, not an error: the CPU default turns it on, and the same command on a GPU or under
+            # trainer=ddp must still run. There the target's forward is cheap next to holding its features
+            # in host memory, a copy per process.
+            log.warning("cache_target_features=true has no effect on %s: the target runs every step", where)
+            self.feature_cache = None
+            return
+        data = getattr(self.trainer, "datamodule", None)
+        sets = [getattr(data, name, None) for name in ("train_set", "val_set")]
+        if all(s is not None for s in sets):
+            tokens = sum(len(s[i]["input_ids"]) for s in sets for i in range(len(s)))
+            width = len(self.target.layer_ids) * self.target.hidden_size
+            need, total = tokens * width * 4, _physical_memory()
+            log.info(
+                "caching the target's features: %d samples, %d tokens, %.2f GB of RAM when full (fp32)",
+                sum(len(s) for s in sets), tokens, need / 1e9,
+            )  # fmt: skip
+            # Fail now rather than swap or be killed hours in (the cache only grows through the first epoch).
+            if total and need > total / 2:
+                raise ConfigError(
+                    f"cache_target_features=true would hold {need / 1e9:.1f} GB of target features, more than "
+                    f"half of this machine's {total / 1e9:.1f} GB of RAM. Fix: fewer data.max_conversations (or "
+                    "a shorter data.max_length), or cache_target_features=false"
+                )
+
+    def on_train_end(self) -> None:
+        if self.feature_cache is not None:
+            log.info(
+                "feature cache: %d samples, %.2f GB", len(self.feature_cache), self.feature_cache.nbytes / 1e9
+            )
 
     def on_validation_start(self) -> None:
         self._place_target()
 
     # -- the step -------------------------------------------------------------------------------------------
-    def predictions(self, batch: dict[str, Tensor]) -> dict[str, Predictions]:
+    def predictions(self, batch: dict[str, Tensor], split: str = "train") -> dict[str, Predictions]:
         with torch.no_grad():
-            features = self.target.features(batch["input_ids"], batch["attention_mask"])
+            if self.feature_cache is None:
+                features = self.target.features(batch["input_ids"], batch["attention_mask"])
+            else:
+                features = self.feature_cache.features(batch, self.target.features, split)
         return self.drafter.training_predictions(batch, features, self.target)
 
     def objective(self, preds: dict[str, Predictions]) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
@@ -104,7 +158,7 @@ class DrafterModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        preds = self.predictions(batch)
+        preds = self.predictions(batch, split="val")
         loss, metrics = self.objective(preds)
         n_valid = preds["final"].valid.sum()
         self._val_update("loss", loss, n_valid)
@@ -169,6 +223,14 @@ class DrafterModule(L.LightningModule):
             "serving_mask_token_id": getattr(self.target, "serving_mask_token_id", None),
             "config": self.run_config,
         }
+
+
+def _physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _num_layers(target: Any) -> int | None:

@@ -73,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         info_losses={name: instantiate(c) for name, c in cfg.info_losses.items()},
         run_config={"config": resolved, "choices": choices},
         curriculum=instantiate(cfg.curriculum),
+        cache_target_features=cfg.get("cache_target_features", False),
     )
     data = instantiate(
         cfg.data, tokenizer=target.tokenizer, block_size=drafter.block_size, label_offset=drafter.label_offset

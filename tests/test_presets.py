@@ -41,6 +41,14 @@ def test_preset_comment_says_how_to_run_it():
         assert text.startswith("# @package _global_") and f"experiment={preset}" in text, preset
 
 
+def test_gpu_presets_keep_the_paper_shapes_and_no_feature_cache():
+    """The CPU default's shapes (1 layer, B = 8) and its target-feature cache must not leak into a GPU run."""
+    for preset in (p for p in PRESETS if p != "smoke"):
+        cfg = compose_train(f"experiment={preset}")
+        assert (cfg.backbone.num_layers, cfg.backbone.block_size) == (5, 16), preset
+        assert cfg.cache_target_features is False, preset
+
+
 # The smoke preset runs in `make test`; the GPU-sized ones (same code paths, other sizes) in `make test-slow`.
 RUN_PRESETS = [p if p == "smoke" else pytest.param(p, marks=pytest.mark.slow) for p in PRESETS]
 

@@ -84,7 +84,7 @@ def collate_blocks(
     valid = has_block[:, :, None] & inside & loss_mask.gather(1, flat_pos).view_as(label_pos)
     # Keep the real token wherever it exists, valid or not: a teacher-forced head (Domino's GRU) reads it.
     labels = torch.where(inside, labels, pad_id)
-    return {
+    out = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "loss_mask": loss_mask,
@@ -94,6 +94,9 @@ def collate_blocks(
         "labels": labels,
         "valid": valid,
     }
+    if all("index" in it for it in items):  # which dataset samples these are (the target-feature cache's key)
+        out["sample_index"] = torch.tensor([int(it["index"]) for it in items], dtype=torch.long)
+    return out
 
 
 def pad_blocks(batch: dict[str, Tensor], block_size: int, multiple: int) -> dict[str, Tensor]:

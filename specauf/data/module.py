@@ -82,7 +82,7 @@ class EpochShuffle(Sampler):
 
 
 class AnchoredChats(Dataset):
-    """Wraps tokenized chats; item (index, epoch) → {input_ids, loss_mask, anchors}."""
+    """Wraps tokenized chats; item (index, epoch) → {input_ids, loss_mask, anchors, index}."""
 
     def __init__(self, chats: Dataset, num_anchors: int, seed: int) -> None:
         self.chats, self.num_anchors, self.seed = chats, num_anchors, seed
@@ -95,6 +95,7 @@ class AnchoredChats(Dataset):
         item = dict(self.chats[index])
         g = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         item["anchors"] = sample_anchors(item["loss_mask"], self.num_anchors, g)
+        item["index"] = index  # the key of DrafterModule's feature cache (batches carry it as sample_index)
         return item
 
 

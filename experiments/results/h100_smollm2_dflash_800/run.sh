@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Ran with the config defaults of its commit; the CPU defaults changed since (1 layer, B=8, lr 6e-3, 300
+# conversations, cached target features): to re-run it as it ran, take that commit (git log -- this file).
 # Background GPU job: four drafters for SmolLM2 trained side by side on one H100 (same data, steps, seed),
 # each followed by greedy τ on five benchmarks (Alpaca has no offline copy) on the GPU.
 # Inputs it expects (made beforehand, since the GPU machine had no network):

@@ -17,7 +17,7 @@ python -m experiments.bench_train --shape smollm2_135m --batch 8 16 32 --steps 1
 SPECAUF_COMPILE=0 python -m experiments.bench_train --shape smollm2_135m --batch 8 16 32 --steps 10 --warmup 3 > $OUTDIR/bench_train_smollm2_eager.txt 2>&1
 common="data.source=$HOME/specauf/data/sharegpt_5k.jsonl data.max_conversations=null data.max_length=1024
   data.num_anchors=256 data.batch_size=8 data.num_workers=1 data.val_size=64
-  trainer.limit_val_batches=8 backbone.num_layers=5 optim.optimizer.lr=6e-4 logger=csv benchmarks=none backbone=dflash loss=auf"
+  trainer.limit_val_batches=8 backbone.num_layers=5 backbone.block_size=16 optim.optimizer.lr=6e-4 logger=csv benchmarks=none backbone=dflash loss=auf"
 python -m specauf.train $common trainer.max_steps=400 trainer.val_check_interval=400 callbacks.checkpoint.every_n_train_steps=400 \
   hydra.run.dir=$OUTDIR/dflash_auf_400 > $OUTDIR/train_compiled.log 2>&1
 SPECAUF_COMPILE=0 python -m specauf.train $common trainer.max_steps=100 trainer.val_check_interval=100 callbacks.checkpoint.every_n_train_steps=100 \

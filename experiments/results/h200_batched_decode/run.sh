@@ -19,7 +19,7 @@ export SPECAUF_SMOLLM2_GGUF=~/specauf/SmolLM2-135M-Instruct.Q4_1.gguf SPECAUF_DA
 python3 -m specauf.train backbone=dflash loss=auf seed=0 data.source=$HOME/specauf/data/sharegpt_5k.jsonl \
   data.max_conversations=null data.max_length=1024 data.num_anchors=256 data.batch_size=8 data.num_workers=1 \
   trainer.max_steps=400 trainer.val_check_interval=400 callbacks.checkpoint.every_n_train_steps=400 \
-  backbone.num_layers=5 optim.optimizer.lr=6e-4 logger=csv benchmarks=none callbacks.real_tau.enabled=false \
+  backbone.num_layers=5 backbone.block_size=16 optim.optimizer.lr=6e-4 logger=csv benchmarks=none callbacks.real_tau.enabled=false \
   hydra.run.dir=$OUT/train > $OUT/train.log 2>&1
 echo "train exit $?" >> "$OUT/status"
 python3 -m experiments.bench_batched --ckpt $OUT/train --batch 1 16 64 --n 32 --max-new-tokens 256 --ar \

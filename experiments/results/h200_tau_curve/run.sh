@@ -17,7 +17,7 @@ export SPECAUF_SMOLLM2_GGUF=~/specauf/SmolLM2-135M-Instruct.Q4_1.gguf SPECAUF_DA
 args="backbone=dflash loss=auf seed=0 data.source=$HOME/specauf/data/sharegpt_5k.jsonl data.max_conversations=null
   data.max_length=1024 data.num_anchors=256 data.batch_size=8 data.num_workers=1 data.val_size=64
   trainer.max_steps=1200 trainer.val_check_interval=200 trainer.limit_val_batches=8
-  callbacks.checkpoint.every_n_train_steps=1200 backbone.num_layers=5 optim.optimizer.lr=6e-4 logger=csv
+  callbacks.checkpoint.every_n_train_steps=1200 backbone.num_layers=5 backbone.block_size=16 optim.optimizer.lr=6e-4 logger=csv
   callbacks.real_tau.prompts_per_benchmark=4 callbacks.real_tau.max_new_tokens=64
   benchmarks=six benchmarks.alpaca=null eval.ar_baseline=false"
 for b in gsm8k math500 humaneval mbpp mt_bench; do args="$args benchmarks.$b.n=10 benchmarks.$b.max_new_tokens=128"; done

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Ran with the config defaults of its commit; the CPU defaults changed since (1 layer, B=8, lr 6e-3, 300
+# conversations, cached target features): to re-run it as it ran, take that commit (git log -- this file).
 # Data parallelism is exact: 1 GPU at batch 4 vs 2 GPUs at batch 2 each (DDP, and FSDP full-shard), same
 # global batches, same seed, tiny random target, AUF (whose per-process Σw differ most), fp32, 30 steps.
 # Inputs: .carry/probe/chats.jsonl = 200 synthetic chats from tests/conftest.py:write_chats(path, n=200).

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Ran with the config defaults of its commit; the CPU defaults changed since (1 layer, B=8, lr 6e-3, 300
+# conversations, cached target features): to re-run it as it ran, take that commit (git log -- this file).
 # 1 GPU at batch 4 vs 2 GPUs (DDP, NCCL) at batch 2 each: same global batch, same data, same seed.
 # Inputs: .carry/probe/chats.jsonl = 200 synthetic chats from tests/conftest.py:write_chats(path, n=200).
 # Result (2 x H200, torch 2.11): both runs finished 30 steps; val/loss 4.27083 (1 GPU, batch 4) vs 4.19787

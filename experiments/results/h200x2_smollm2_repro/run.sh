@@ -17,7 +17,7 @@ STEPS=${STEPS:-800}
 common="data.source=$HOME/specauf/data/sharegpt_5k.jsonl data.max_conversations=null data.max_length=1024
   data.num_anchors=256 data.batch_size=8 data.num_workers=1 data.val_size=64 trainer.max_steps=$STEPS
   trainer.val_check_interval=$STEPS trainer.limit_val_batches=8 callbacks.checkpoint.every_n_train_steps=$STEPS
-  backbone.num_layers=5 optim.optimizer.lr=6e-4 logger=csv benchmarks=six benchmarks.alpaca=null
+  backbone.num_layers=5 backbone.block_size=16 optim.optimizer.lr=6e-4 logger=csv benchmarks=six benchmarks.alpaca=null
   eval.ar_baseline=false"
 for b in gsm8k math500 humaneval mbpp mt_bench; do common="$common benchmarks.$b.n=10 benchmarks.$b.max_new_tokens=128"; done
 for seed in 0 1; do
