@@ -18,9 +18,16 @@ the cache there (with a warning).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor
+
+from specauf.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class FeatureCache:
@@ -35,6 +42,22 @@ class FeatureCache:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._store.values())
+
+    def check_room(self, splits: Sequence[Any], width: int) -> None:
+        """Log the RAM the full cache will take for these datasets (fp32 features `width` wide) and refuse, in
+        seconds rather than by swapping hours in, more than half of this machine's RAM."""
+        tokens = sum(len(split[i]["input_ids"]) for split in splits for i in range(len(split)))
+        need, total = tokens * width * 4, _physical_memory()
+        log.info(
+            "caching the target's features: %d samples, %d tokens, %.2f GB of RAM when full (fp32)",
+            sum(len(split) for split in splits), tokens, need / 1e9,
+        )  # fmt: skip
+        if total and need > total / 2:
+            raise ConfigError(
+                f"cache_target_features=true would hold {need / 1e9:.1f} GB of target features, more than "
+                f"half of this machine's {total / 1e9:.1f} GB of RAM. Fix: fewer data.max_conversations (or "
+                "a shorter data.max_length), or cache_target_features=false"
+            )
 
     def features(
         self, batch: dict[str, Tensor], compute: Callable[[Tensor, Tensor], Tensor], split: str
@@ -59,3 +82,11 @@ class FeatureCache:
             if key not in self._store:
                 self._store[key] = features[row, : int(n)].detach().clone()
         return features
+
+
+def _physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -99,20 +98,7 @@ class DrafterModule(L.LightningModule):
         data = getattr(self.trainer, "datamodule", None)
         sets = [getattr(data, name, None) for name in ("train_set", "val_set")]
         if all(s is not None for s in sets):
-            tokens = sum(len(s[i]["input_ids"]) for s in sets for i in range(len(s)))
-            width = len(self.target.layer_ids) * self.target.hidden_size
-            need, total = tokens * width * 4, _physical_memory()
-            log.info(
-                "caching the target's features: %d samples, %d tokens, %.2f GB of RAM when full (fp32)",
-                sum(len(s) for s in sets), tokens, need / 1e9,
-            )  # fmt: skip
-            # Fail now rather than swap or be killed hours in (the cache only grows through the first epoch).
-            if total and need > total / 2:
-                raise ConfigError(
-                    f"cache_target_features=true would hold {need / 1e9:.1f} GB of target features, more than "
-                    f"half of this machine's {total / 1e9:.1f} GB of RAM. Fix: fewer data.max_conversations (or "
-                    "a shorter data.max_length), or cache_target_features=false"
-                )
+            self.feature_cache.check_room(sets, len(self.target.layer_ids) * self.target.hidden_size)
 
     def on_train_end(self) -> None:
         if self.feature_cache is not None:
@@ -223,14 +209,6 @@ class DrafterModule(L.LightningModule):
             "serving_mask_token_id": getattr(self.target, "serving_mask_token_id", None),
             "config": self.run_config,
         }
-
-
-def _physical_memory() -> int | None:
-    """This machine's RAM in bytes (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _num_layers(target: Any) -> int | None:

@@ -105,9 +105,9 @@ def test_a_bad_setting_is_a_config_error(value):
 
 
 def test_a_cache_too_big_for_the_ram_is_refused_before_training(chat_file, monkeypatch):
-    import specauf.module
+    import specauf.feature_cache
 
-    monkeypatch.setattr(specauf.module, "_physical_memory", lambda: 10_000)
+    monkeypatch.setattr(specauf.feature_cache, "_physical_memory", lambda: 10_000)
     with pytest.raises(ConfigError, match="more than half of this machine's"):
         fit(chat_file, cache=True)
 
